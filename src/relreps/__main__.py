@@ -1,0 +1,5 @@
+import sys
+
+from relreps.cli import main
+
+sys.exit(main())

@@ -1,0 +1,59 @@
+"""The paper's experiments, one module each, discovered by name (see `base` for the contract)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from relreps.errors import RelrepsError
+from relreps.experiments.base import SCALES, Results, RunContext, seed_everything, write_results
+
+__all__ = ["available", "get", "run_experiment", "RunContext", "Results"]
+
+_SKIP = {"base"}
+
+
+def _modules() -> dict[str, str]:
+    """Map experiment NAME -> module name, reading each module's NAME without importing heavy deps.
+
+    Modules are imported lazily; each keeps heavy imports inside `run`.
+    """
+    out = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name in _SKIP or info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(mod, "NAME") and hasattr(mod, "run"):
+            out[mod.NAME] = mod.__name__
+    return out
+
+
+def available() -> dict[str, str]:
+    """NAME -> one-line description of every experiment."""
+    return {name: importlib.import_module(m).DESCRIPTION for name, m in sorted(_modules().items())}
+
+
+def get(name: str) -> ModuleType:
+    mods = _modules()
+    if name not in mods:
+        raise RelrepsError(f"unknown experiment {name!r}; available: {', '.join(sorted(mods))}")
+    return importlib.import_module(mods[name])
+
+
+def run_experiment(name: str, scale: str = "smoke", seed: int = 0, out: str | Path = "runs",
+                   options: dict[str, Any] | None = None) -> Results:
+    """Run experiment `name` and write results.json, results.md, figures and meta.json to `out`."""
+    if scale not in SCALES:
+        raise RelrepsError(f"scale must be one of {SCALES}, got {scale!r}")
+    module = get(name)
+    ctx = RunContext(scale=scale, seed=int(seed), out=Path(out), options=dict(options or {}))
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    seed_everything(ctx.seed)
+    t0 = time.perf_counter()
+    results = module.run(ctx)
+    write_results(ctx, name, results, time.perf_counter() - t0)
+    return results
