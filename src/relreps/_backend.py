@@ -34,7 +34,7 @@ def same_kind(*arrays: Any, names: tuple[str, ...] | None = None) -> bool:
 
 
 def as_2d(x: Any, name: str, *, check_finite: bool = True) -> Any:
-    """Validate a 2-D float array (numpy or torch) and return it (numpy: np.asarray, floats kept)."""
+    """Validate a 2-D float array (numpy or torch); numpy input comes back as an ndarray."""
     if is_torch(x):
         if x.ndim != 2:
             raise RelrepsError(f"{name} must be 2-D (n_samples, n_features), got shape "

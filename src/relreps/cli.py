@@ -75,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("\nSummary:")
         for k, v in results.summary.items():
             print(f"  {k}: {v}")
-    print(f"\nWrote {out}/results.md, results.json, meta.json and {len(results.figures)} figure(s).")
+    n_fig = len(results.figures)
+    print(f"\nWrote {out}/results.md, results.json, meta.json and {n_fig} figure(s).")
     return 0
 
 

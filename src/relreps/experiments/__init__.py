@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib
 import pkgutil
 import time
@@ -17,31 +18,40 @@ __all__ = ["available", "get", "run_experiment", "RunContext", "Results"]
 _SKIP = {"base"}
 
 
-def _modules() -> dict[str, str]:
-    """Map experiment NAME -> module name, reading each module's NAME without importing heavy deps.
+def _constants(path: Path) -> dict[str, str]:
+    """Module-level string constants (NAME, DESCRIPTION) read without importing the module."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out = {}
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)
+                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+            out[node.targets[0].id] = node.value.value
+    return out
 
-    Modules are imported lazily; each keeps heavy imports inside `run`.
-    """
+
+def _modules() -> dict[str, tuple[str, str]]:
+    """Map experiment NAME -> (module name, description), without importing the modules."""
     out = {}
     for info in pkgutil.iter_modules(__path__):
-        if info.name in _SKIP or info.name.startswith("_"):
+        if info.name in _SKIP or info.name.startswith("_") or info.ispkg:
             continue
-        mod = importlib.import_module(f"{__name__}.{info.name}")
-        if hasattr(mod, "NAME") and hasattr(mod, "run"):
-            out[mod.NAME] = mod.__name__
+        consts = _constants(Path(__path__[0]) / f"{info.name}.py")
+        if "NAME" in consts:
+            out[consts["NAME"]] = (f"{__name__}.{info.name}", consts.get("DESCRIPTION", ""))
     return out
 
 
 def available() -> dict[str, str]:
     """NAME -> one-line description of every experiment."""
-    return {name: importlib.import_module(m).DESCRIPTION for name, m in sorted(_modules().items())}
+    return {name: desc for name, (_, desc) in sorted(_modules().items())}
 
 
 def get(name: str) -> ModuleType:
     mods = _modules()
     if name not in mods:
         raise RelrepsError(f"unknown experiment {name!r}; available: {', '.join(sorted(mods))}")
-    return importlib.import_module(mods[name])
+    return importlib.import_module(mods[name][0])
 
 
 def run_experiment(name: str, scale: str = "smoke", seed: int = 0, out: str | Path = "runs",
