@@ -1,0 +1,1 @@
+"""Small trainable networks used by the experiments (autoencoders, CNNs, GNNs)."""
