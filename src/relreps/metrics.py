@@ -1,0 +1,209 @@
+"""Comparing latent spaces: neighbourhood agreement (Jaccard@k, MRR@k), cosine, CKA, mutual kNN.
+
+Neighbour searches run in blocks of query rows: memory is O(block * N + N * k), never an N x N
+matrix, and the results equal a brute-force search.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from relreps._backend import Array, as_2d, is_torch
+from relreps.errors import RelrepsError
+
+__all__ = ["knn_indices", "retrieval_metrics", "jaccard_at_k", "mrr_at_k", "mean_cosine",
+           "cka", "mutual_knn"]
+
+_BLOCK_ELEMENTS = 1 << 24  # similarity entries held at once (64 MB in float32)
+
+
+def _tensor(x: Array, name: str) -> torch.Tensor:
+    x = as_2d(x, name)
+    t = x.detach() if is_torch(x) else torch.from_numpy(np.ascontiguousarray(x))
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.to(torch.float32)
+    return t
+
+
+def _pair(a: Array, b: Array, names: tuple[str, str], same_width: bool = True
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    ta, tb = _tensor(a, names[0]), _tensor(b, names[1])
+    if ta.shape[0] != tb.shape[0]:
+        raise RelrepsError(f"{names[0]} has {ta.shape[0]} rows but {names[1]} has {tb.shape[0]}; "
+                           "rows must correspond (row i is the same sample in both)")
+    if same_width and ta.shape[1] != tb.shape[1]:
+        raise RelrepsError(f"{names[0]} has width {ta.shape[1]} but {names[1]} has {tb.shape[1]}: "
+                           "searching one space's vectors in the other needs equal widths (compare "
+                           "relative spaces with the same anchors, or use cka)")
+    dtype = torch.promote_types(ta.dtype, tb.dtype)
+    return ta.to(dtype), tb.to(dtype)
+
+
+def _unit(t: torch.Tensor, name: str) -> torch.Tensor:
+    n = torch.linalg.vector_norm(t, dim=1, keepdim=True)
+    if bool((n == 0).any()):
+        rows = torch.nonzero(n.ravel() == 0)[:5].ravel().tolist()
+        raise RelrepsError(f"{name} has zero vectors (rows {rows}): cosine neighbours are "
+                           "undefined")
+    return t / n
+
+
+def _prep(t: torch.Tensor, metric: str, name: str) -> torch.Tensor:
+    if metric == "cosine":
+        return _unit(t, name)
+    if metric == "inner":
+        return t
+    raise RelrepsError(f"metric must be 'cosine' or 'inner', got {metric!r}")
+
+
+def knn_indices(queries: Array, base: Array, k: int, *, metric: str = "cosine",
+                exclude: Array | None = None, block_size: int | None = None) -> np.ndarray:
+    """Indices (n_queries, k) of each query's k most similar rows of `base`, most similar first.
+
+    `exclude[i]` (optional) is a row of `base` that query i may not return (its own position).
+    """
+    q = _prep(_tensor(queries, "queries"), metric, "queries")
+    b = _prep(_tensor(base, "base"), metric, "base")
+    if q.shape[1] != b.shape[1]:
+        raise RelrepsError(f"queries have width {q.shape[1]}, base has {b.shape[1]}")
+    n_base = b.shape[0] - (1 if exclude is not None else 0)
+    if not 1 <= k <= n_base:
+        raise RelrepsError(f"k must be between 1 and {n_base}, got {k}")
+    q, b = q.to(torch.promote_types(q.dtype, b.dtype)), b.to(torch.promote_types(q.dtype, b.dtype))
+    ex = None if exclude is None else torch.as_tensor(np.asarray(exclude), dtype=torch.long)
+    step = block_size or max(1, _BLOCK_ELEMENTS // max(b.shape[0], 1))
+    out = np.empty((q.shape[0], k), dtype=np.int64)
+    with torch.no_grad():
+        for s in range(0, q.shape[0], step):
+            sims = q[s:s + step] @ b.T
+            if ex is not None:
+                e = ex[s:s + step]
+                sims[torch.arange(len(e)), e] = -torch.inf
+            out[s:s + step] = torch.topk(sims, k, dim=1, sorted=True).indices.numpy()
+    return out
+
+
+def retrieval_metrics(source: Array, target: Array, k: int = 5, *,
+                      queries: Array | None = None, metric: str = "cosine",
+                      block_size: int | None = None) -> dict[str, float]:
+    """Jaccard@k and MRR@k of `source` searched in `target` (the paper's definitions).
+
+    For each query sample i, its source vector is searched among all target vectors (top k, set
+    S_i). MRR@k: mean of 1/rank of i in S_i (0 when absent). Jaccard@k: mean of
+    |S_i ∩ T_i| / |S_i ∪ T_i| where T_i are the top k targets of i's own target vector.
+    `queries` restricts the queries to a subset of rows (all rows are still searched).
+    """
+    s, t = _pair(source, target, ("source", "target"))
+    q = np.arange(s.shape[0]) if queries is None else np.asarray(queries, dtype=np.int64)
+    if q.size == 0:
+        raise RelrepsError("no queries")
+    qi = torch.as_tensor(q)
+    S = knn_indices(s[qi], t, k, metric=metric, block_size=block_size)
+    T = knn_indices(t[qi], t, k, metric=metric, block_size=block_size)
+    hit = S == q[:, None]
+    rank = np.where(hit.any(1), hit.argmax(1) + 1, 0)
+    mrr = np.where(rank > 0, 1.0 / np.maximum(rank, 1), 0.0)
+    inter = (S[:, :, None] == T[:, None, :]).any(-1).sum(-1)
+    jac = inter / (2 * k - inter)
+    return {"jaccard": float(jac.mean()), "mrr": float(mrr.mean())}
+
+
+def jaccard_at_k(source: Array, target: Array, k: int = 5, **kwargs: Any) -> float:
+    """Mean Jaccard similarity of neighbourhoods (see :func:`retrieval_metrics`)."""
+    return retrieval_metrics(source, target, k, **kwargs)["jaccard"]
+
+
+def mrr_at_k(source: Array, target: Array, k: int = 5, **kwargs: Any) -> float:
+    """Mean reciprocal rank of each sample among its source vector's top-k targets."""
+    return retrieval_metrics(source, target, k, **kwargs)["mrr"]
+
+
+def mean_cosine(a: Array, b: Array) -> float:
+    """Mean cosine similarity between corresponding rows of `a` and `b` (same width)."""
+    ta, tb = _pair(a, b, ("a", "b"))
+    return float((_unit(ta, "a") * _unit(tb, "b")).sum(1).mean())
+
+
+def _hsic_linear(x: torch.Tensor, y: torch.Tensor, debiased: bool) -> torch.Tensor:
+    """HSIC with linear kernels computed in feature space (no n x n Gram matrices)."""
+    n = x.shape[0]
+    if not debiased:
+        x = x - x.mean(0, keepdim=True)
+        y = y - y.mean(0, keepdim=True)
+        return (x.T @ y).square().sum() / (n - 1) ** 2
+    if n < 4:
+        raise RelrepsError("debiased CKA needs at least 4 samples")
+    kd = x.square().sum(1)  # diag of K = X X^T
+    ld = y.square().sum(1)
+    tr_kl = (x.T @ y).square().sum() - (kd * ld).sum()  # tr(K~ L~), K~ = K with zero diagonal
+    k1 = x @ x.sum(0) - kd  # K~ 1
+    l1 = y @ y.sum(0) - ld
+    s_k, s_l = k1.sum(), l1.sum()
+    return (tr_kl + s_k * s_l / ((n - 1) * (n - 2)) - 2 * (k1 @ l1) / (n - 2)) / (n * (n - 3))
+
+
+def _hsic_gram(K: torch.Tensor, L: torch.Tensor, debiased: bool) -> torch.Tensor:
+    n = K.shape[0]
+    if not debiased:
+        H = torch.eye(n, dtype=K.dtype) - 1.0 / n
+        return ((H @ K @ H) * L).sum() / (n - 1) ** 2
+    if n < 4:
+        raise RelrepsError("debiased CKA needs at least 4 samples")
+    K = K.clone().fill_diagonal_(0)
+    L = L.clone().fill_diagonal_(0)
+    k1, l1 = K.sum(1), L.sum(1)
+    return ((K * L).sum() + k1.sum() * l1.sum() / ((n - 1) * (n - 2))
+            - 2 * (k1 @ l1) / (n - 2)) / (n * (n - 3))
+
+
+def _rbf_gram(x: torch.Tensor, sigma: float | None) -> torch.Tensor:
+    d2 = torch.cdist(x, x).square()
+    if sigma is None:
+        med = d2[~torch.eye(len(x), dtype=torch.bool)].median().sqrt()
+        sigma = float(med) if float(med) > 0 else 1.0
+    return torch.exp(-d2 / (2 * sigma**2))
+
+
+def cka(a: Array, b: Array, kernel: str = "linear", debiased: bool = False,
+        sigma: float | None = None, max_samples_rbf: int = 10_000) -> float:
+    """Centred kernel alignment between two representations of the same samples.
+
+    Linear CKA is computed in feature space (any n); the RBF kernel (bandwidth `sigma`, default
+    the median pairwise distance of each space) builds n x n Gram matrices, so n is capped.
+    `debiased=True` uses the unbiased HSIC estimator (Song et al. 2012), near 0 for independent
+    data where the biased estimator is inflated by the width-to-sample ratio.
+    """
+    x, y = _pair(a, b, ("a", "b"), same_width=False)
+    x, y = x.double(), y.double()
+    if x.shape[0] < 2:
+        raise RelrepsError("CKA needs at least 2 samples")
+    if kernel == "linear":
+        hxy, hxx, hyy = (_hsic_linear(x, y, debiased), _hsic_linear(x, x, debiased),
+                         _hsic_linear(y, y, debiased))
+    elif kernel == "rbf":
+        if x.shape[0] > max_samples_rbf:
+            raise RelrepsError(f"rbf CKA builds n x n Gram matrices; n={x.shape[0]} exceeds "
+                               f"max_samples_rbf={max_samples_rbf}: subsample first")
+        K, L = _rbf_gram(x, sigma), _rbf_gram(y, sigma)
+        hxy, hxx, hyy = _hsic_gram(K, L, debiased), _hsic_gram(K, K, debiased), \
+            _hsic_gram(L, L, debiased)
+    else:
+        raise RelrepsError(f"kernel must be 'linear' or 'rbf', got {kernel!r}")
+    denom = torch.sqrt(hxx.clamp(min=0) * hyy.clamp(min=0))
+    if float(denom) == 0:
+        raise RelrepsError("CKA is undefined: one representation is constant")
+    return float(hxy / denom)
+
+
+def mutual_knn(a: Array, b: Array, k: int = 10, *, metric: str = "cosine",
+               block_size: int | None = None) -> float:
+    """Mean fraction of each sample's k nearest neighbours (itself excluded) shared by a and b."""
+    x, y = _pair(a, b, ("a", "b"), same_width=False)
+    self_idx = np.arange(x.shape[0])
+    na = knn_indices(x, x, k, metric=metric, exclude=self_idx, block_size=block_size)
+    nb = knn_indices(y, y, k, metric=metric, exclude=self_idx, block_size=block_size)
+    inter = (na[:, :, None] == nb[:, None, :]).any(-1).sum(-1)
+    return float((inter / k).mean())
