@@ -1,0 +1,501 @@
+"""Beyond the paper: every latent-communication method on the same benchmarks, in one table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from relreps.experiments.base import Results, RunContext
+
+NAME = "compare"
+DESCRIPTION = ("methods beyond the paper (translation, product of invariances, best-aligned and "
+               "sparse anchors) vs cosine relative stitching on digits, text and images")
+
+# benchmark -> scale -> sizes
+_TEXT_SIZES = {"smoke": {"n_train": 300, "n_test": 200, "encoders": ("minilm-l6", "minilm-l3")},
+               "full": {"n_train": 2000, "n_test": 1000,
+                        "encoders": ("minilm-l6", "minilm-l3", "e5-small", "mpnet")}}
+_IMAGE_SIZES = {"smoke": {"n_train": 300, "n_test": 200, "resolution": {"lite0": 128,
+                                                                         "lite2": 128}},
+                "full": {"n_train": 2000, "n_test": 1000, "resolution": {"lite0": None,
+                                                                          "lite2": None}}}
+
+
+def text_spaces(scale: str, encoders: tuple[str, ...] | None = None
+                ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray]:
+    """AG News embedded by the offline text encoders: (spaces, y_train, y_test).
+
+    A fixed stratified subsample of the train and test splits (seed 0), so the embedding cache is
+    shared by every run of the same scale.
+    """
+    from relreps.datasets.images import stratified_subsample
+    from relreps.datasets.text import load_ag_news
+    from relreps.encoders.text import load_text_encoder
+
+    sizes = _TEXT_SIZES[scale]
+    ds = load_ag_news()
+    tr = ds.train.subset(stratified_subsample(ds.train.labels, sizes["n_train"], seed=0))
+    te = ds.test.subset(stratified_subsample(ds.test.labels, sizes["n_test"], seed=0))
+    spaces = {}
+    for name in encoders or sizes["encoders"]:
+        enc = load_text_encoder(name)
+        spaces[name] = (enc.encode(tr.texts), enc.encode(te.texts))
+    return spaces, tr.labels, te.labels
+
+
+def image_spaces(scale: str
+                 ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray]:
+    """CIFAR-10 features of frozen ImageNet EfficientNet-Lite0/Lite2: (spaces, y_train, y_test)."""
+    from relreps.datasets.images import load_cifar10
+    from relreps.encoders.vision import EfficientNetLiteEncoder
+
+    sizes = _IMAGE_SIZES[scale]
+    tr = load_cifar10("train", n=sizes["n_train"], seed=0)
+    te = load_cifar10("test", n=sizes["n_test"], seed=0)
+    spaces = {}
+    for variant, res in sizes["resolution"].items():
+        enc = EfficientNetLiteEncoder(variant, resolution=res)
+        spaces[enc.name] = (enc.encode(tr.x), enc.encode(te.x))
+    return spaces, tr.y, te.y
+
+
+# ----------------------------------------------------------------------------------- digits
+
+_DIGITS_ENCODERS = (("mlp-s0-w32", 0, 32), ("mlp-s1-w32", 1, 32), ("mlp-s2-w48", 2, 48))
+
+
+def train_mlp_classifier(x: np.ndarray, y: np.ndarray, *, seed: int, latent_dim: int,
+                         hidden: int = 128, epochs: int = 40, data_seed: int = 0) -> Any:
+    """An MLP encoder (x -> latent) trained with a linear softmax head; returns the encoder."""
+    import torch
+    from torch import nn
+
+    from relreps.losses import mlp_encoder
+
+    enc = mlp_encoder(x.shape[1], latent_dim, hidden, seed=seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed + 10_000)
+        head = nn.Linear(latent_dim, int(y.max()) + 1)
+    opt = torch.optim.Adam([*enc.parameters(), *head.parameters()], lr=2e-3)
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    yt = torch.as_tensor(y, dtype=torch.long)
+    gen = torch.Generator().manual_seed(data_seed)
+    for _ in range(epochs):
+        perm = torch.randperm(len(xt), generator=gen)
+        for s in range(0, len(xt), 64):
+            idx = perm[s:s + 64]
+            loss = nn.functional.cross_entropy(head(enc(xt[idx])), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    enc.eval()
+    return enc
+
+
+def _embed(enc: Any, x: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return enc(torch.as_tensor(x, dtype=torch.float32)).numpy().astype(np.float64)
+
+
+def digits_data(scale: str) -> dict[str, Any]:
+    """scikit-learn digits (fixed stratified 75/25 split) and three MLP encoders that differ in
+    seed and width, trained in seconds."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, d.target, test_size=0.25, random_state=0,
+                                              stratify=d.target)
+    epochs = 25 if scale == "smoke" else 60
+    encoders = {name: train_mlp_classifier(x_tr, y_tr, seed=s, latent_dim=w, epochs=epochs)
+                for name, s, w in _DIGITS_ENCODERS}
+    spaces = {n: (_embed(e, x_tr), _embed(e, x_te)) for n, e in encoders.items()}
+    return {"spaces": spaces, "y_train": y_tr, "y_test": y_te, "x_train": x_tr, "x_test": x_te,
+            "encoders": encoders}
+
+
+# ---------------------------------------------------------------------------------- methods
+
+class _Method:
+    """A way to stitch: features for the head (fit space B) and for evaluation (A read by B)."""
+
+    name = ""
+    head_key = ""  # methods sharing a head key share the fitted head of a space (and seed)
+    zero_shot = True
+
+    def prepare(self, spaces: dict, anchor_idx: np.ndarray, seed: int) -> None:
+        self.spaces, self.anchor_idx, self.seed = spaces, anchor_idx, seed
+        self.pair_time: dict[tuple[str, str], float] = {}
+
+    def n_anchors(self) -> int:
+        return len(self.anchor_idx)
+
+    def train(self, b: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def test(self, a: str, b: str) -> np.ndarray | None:
+        raise NotImplementedError
+
+
+class _Absolute(_Method):
+    name, head_key = "absolute (baseline)", "absolute"
+
+    def n_anchors(self) -> int:
+        return 0
+
+    def train(self, b):
+        return self.spaces[b][0]
+
+    def test(self, a, b):
+        te = self.spaces[a][1]
+        return te if te.shape[1] == self.spaces[b][0].shape[1] else None
+
+
+class _Relative(_Method):
+    def __init__(self, name: str, similarity: str = "cosine", center: str | None = None,
+                 selector: str = "uniform") -> None:
+        self.name, self.similarity, self.center, self.selector = name, similarity, center, \
+            selector
+        self.head_key = name
+
+    def _project(self, x: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+        from relreps.projection import relative_projection
+
+        return relative_projection(x, anchors, similarity=self.similarity, center=self.center)
+
+    def prepare(self, spaces, anchor_idx, seed):
+        import time
+
+        super().prepare(spaces, anchor_idx, seed)
+        t0 = time.perf_counter()
+        if self.selector == "best_aligned":
+            from relreps.selection import best_aligned_anchors
+
+            self.anchor_idx = best_aligned_anchors([tr for tr, _ in spaces.values()],
+                                                   len(anchor_idx), random_state=seed,
+                                                   similarity=self.similarity,
+                                                   center=self.center)
+        self.feats = {}
+        for s, (tr, te) in spaces.items():
+            anc = tr[self.anchor_idx]
+            self.feats[s] = (self._project(tr, anc), self._project(te, anc))
+        self.prep_time = (time.perf_counter() - t0) / len(spaces)
+
+    def train(self, b):
+        return self.feats[b][0]
+
+    def test(self, a, b):
+        self.pair_time[(a, b)] = self.prep_time
+        return self.feats[a][1]
+
+
+class _Product(_Relative):
+    def __init__(self, name: str, center: str | None = "anchors") -> None:
+        super().__init__(name, center=center)
+
+    def _project(self, x, anchors):
+        from relreps.invariances import product_projection
+
+        return product_projection(x, anchors, center=self.center)
+
+
+class _Sparse(_Relative):
+    def __init__(self, name: str, bank: int, k: int, center: str | None = "anchors") -> None:
+        super().__init__(name, center=center)
+        self.bank, self.k = bank, k
+
+    def n_anchors(self) -> int:
+        return len(self.anchor_idx)
+
+    def prepare(self, spaces, anchor_idx, seed):
+        n = len(next(iter(spaces.values()))[0])
+        bank = np.random.default_rng(seed + 7919).choice(n, size=min(self.bank, n),
+                                                         replace=False)
+        super().prepare(spaces, bank, seed)
+
+    def _project(self, x, anchors):
+        from relreps.sparse import sparse_relative_projection
+
+        return sparse_relative_projection(x, anchors, min(self.k, len(anchors)),
+                                          center=self.center).toarray()
+
+
+class _Translation(_Method):
+    head_key = "absolute"
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self.name = f"latent translation ({method})"
+
+    def train(self, b):
+        return self.spaces[b][0]
+
+    def test(self, a, b):
+        import time
+
+        from relreps.translation import LatentTranslator
+
+        if a == b:
+            return self.spaces[b][1]
+        t0 = time.perf_counter()
+        tr = LatentTranslator(self.method).fit(self.spaces[a][0][self.anchor_idx],
+                                              self.spaces[b][0][self.anchor_idx])
+        out = tr.transform(self.spaces[a][1])
+        self.pair_time[(a, b)] = time.perf_counter() - t0
+        return out
+
+
+def default_methods(n_anchors: int, bank: int, k: int) -> list[_Method]:
+    return [_Absolute(), _Relative("relative cosine (paper)"),
+            _Relative("relative centred cosine", center="anchors"),
+            _Product("product of invariances (concat, centred)"),
+            _Translation("orthogonal"), _Translation("lstsq"), _Translation("affine"),
+            _Relative("relative centred, best-aligned anchors", center="anchors",
+                      selector="best_aligned"),
+            _Sparse(f"sparse top-{k} relative (bank {bank})", bank=bank, k=k)]
+
+
+def evaluate_methods(benchmark: str, spaces: dict[str, tuple[np.ndarray, np.ndarray]],
+                     y_train: np.ndarray, y_test: np.ndarray, methods: list[_Method], *,
+                     n_anchors: int, seeds: list[int], head: Any = "logreg",
+                     log: Any = None) -> list[dict[str, Any]]:
+    """Stitched and non-stitched scores of every method, ordered pair of spaces and seed."""
+    from relreps.anchors import sample_anchors
+    from relreps.progress import progress
+    from relreps.stitching import make_head, score
+
+    names = list(spaces)
+    n_train = len(y_train)
+    rows = []
+    for seed in progress(seeds, desc=f"compare {benchmark}"):
+        idx = sample_anchors(np.zeros((n_train, 1)), n_anchors, "uniform", random_state=seed)
+        heads: dict[tuple[str, str], Any] = {}
+        for m in methods:
+            m.prepare(spaces, idx, seed)
+            for b in names:
+                key = (m.head_key, b)
+                if key not in heads:
+                    heads[key] = make_head(head, seed).fit(m.train(b), y_train)
+                for a in names:
+                    x = m.test(a, b)
+                    if x is None:
+                        continue
+                    pred = heads[key].predict(x)
+                    rows.append({"benchmark": benchmark, "method": m.name, "fit_space": b,
+                                 "eval_space": a, "seed": seed, "stitched": a != b,
+                                 "accuracy": score(y_test, pred, "accuracy"),
+                                 "f1_weighted": score(y_test, pred, "f1_weighted"),
+                                 "fit_time_s": m.pair_time.get((a, b), 0.0),
+                                 "n_anchors": m.n_anchors()})
+            if log:
+                st = [r["accuracy"] for r in rows if r["method"] == m.name and r["seed"] == seed
+                      and r["stitched"]]
+                log(f"[{benchmark}] seed {seed} {m.name}: stitched acc "
+                    f"{np.mean(st) if st else float('nan'):.3f}")
+    return rows
+
+
+def method_table(rows: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """Markdown table (one row per method) and its numbers: stitched accuracy/F1 (mean ± std over
+    seeds of the mean over stitched pairs), non-stitched accuracy, fit time and anchors."""
+    from relreps.report import fmt_mean_std, markdown_table
+
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    seeds = sorted({r["seed"] for r in rows})
+    stats = []
+    for m in methods:
+        rs = [r for r in rows if r["method"] == m]
+
+        def per_seed(metric: str, stitched: bool, rs=rs) -> np.ndarray:
+            vals = [np.mean([r[metric] for r in rs if r["seed"] == s
+                             and r["stitched"] == stitched]) for s in seeds
+                    if any(r["seed"] == s and r["stitched"] == stitched for r in rs)]
+            return np.asarray(vals, dtype=float)
+
+        acc, f1, own = per_seed("accuracy", True), per_seed("f1_weighted", True), \
+            per_seed("accuracy", False)
+        fit = [r["fit_time_s"] for r in rs if r["stitched"]]
+        stats.append({"method": m, "stitched_acc": float(acc.mean()) if acc.size else np.nan,
+                      "stitched_acc_std": float(acc.std()) if acc.size else np.nan,
+                      "stitched_f1": float(f1.mean()) if f1.size else np.nan,
+                      "stitched_f1_std": float(f1.std()) if f1.size else np.nan,
+                      "own_acc": float(own.mean()) if own.size else np.nan,
+                      "own_acc_std": float(own.std()) if own.size else np.nan,
+                      "fit_ms": 1000 * float(np.mean(fit)) if fit else 0.0,
+                      "n_anchors": rs[0]["n_anchors"],
+                      "n_pairs": len({(r["fit_space"], r["eval_space"]) for r in rs
+                                      if r["stitched"]})})
+    body = [[s["method"], fmt_mean_std(s["stitched_acc"], s["stitched_acc_std"], 3),
+             fmt_mean_std(s["stitched_f1"], s["stitched_f1_std"], 3),
+             fmt_mean_std(s["own_acc"], s["own_acc_std"], 3), f"{s['fit_ms']:.1f}",
+             s["n_anchors"] or "-", s["n_pairs"]] for s in stats]
+    table = markdown_table(["method", "stitched accuracy", "stitched F1 (weighted)",
+                            "non-stitched accuracy", "fit time / pair (ms)",
+                            "parallel anchors", "stitched pairs"], body)
+    return table, stats
+
+
+def sweep_table(rows: list[dict[str, Any]]) -> str:
+    from relreps.report import pivot_table
+
+    return pivot_table(rows, index="method", columns="n_anchors", value="stitched", digits=3)
+
+
+def _choice_matters(rows: list[dict[str, Any]]) -> list[str]:
+    """Where anchor choice matters: per count, the spread between the best and uniform choice."""
+    out = []
+    for n in sorted({r["n_anchors"] for r in rows}):
+        means = {m: np.mean([r["stitched"] for r in rows if r["n_anchors"] == n
+                             and r["method"] == m]) for m in dict.fromkeys(r["method"]
+                                                                          for r in rows)}
+        best = max(means, key=means.get)
+        out.append(f"{n} anchors: best {best} {means[best]:.3f} vs uniform "
+                   f"{means.get('uniform', float('nan')):.3f} "
+                   f"({100 * (means[best] - means.get('uniform', np.nan)):+.1f} points)")
+    return out
+
+
+# -------------------------------------------------------------------------------------- run
+
+_SETTINGS = {
+    "smoke": {"seeds": 2, "digits": {"anchors": 64, "bank": 512, "k": 32,
+                                     "sweep": (8, 16, 64)},
+              "text": {"anchors": 100, "bank": 250, "k": 32, "sweep": (10, 50)},
+              "images": {"anchors": 100, "bank": 250, "k": 32, "sweep": (10, 50)}},
+    "full": {"seeds": 3, "digits": {"anchors": 64, "bank": 1000, "k": 64,
+                                    "sweep": (8, 16, 32, 64, 128, 256)},
+             "text": {"anchors": 500, "bank": 1500, "k": 100, "sweep": (10, 25, 50, 100, 300)},
+             "images": {"anchors": 500, "bank": 1500, "k": 100,
+                        "sweep": (10, 25, 50, 100, 300)}},
+}
+
+
+def _load(bench: str, scale: str) -> dict[str, Any]:
+    if bench == "digits":
+        return digits_data(scale)
+    if bench == "text":
+        spaces, ytr, yte = text_spaces(scale)
+    elif bench == "images":
+        spaces, ytr, yte = image_spaces(scale)
+    else:
+        from relreps.errors import RelrepsError
+
+        raise RelrepsError(f"unknown benchmark {bench!r}; choose from digits, text, images")
+    return {"spaces": {k: (np.asarray(a, np.float64), np.asarray(b, np.float64))
+                       for k, (a, b) in spaces.items()}, "y_train": ytr, "y_test": yte}
+
+
+def run(ctx: RunContext) -> Results:
+    import time
+
+    from relreps.errors import DataNotFoundError, MissingDependencyError
+    from relreps.report import markdown_table
+    from relreps.selection import anchor_count_sweep
+
+    default = "digits" if ctx.smoke else "digits,text,images"
+    benches = [b.strip() for b in str(ctx.options.get("benchmarks", default)).split(",")
+               if b.strip()]
+    do_sweep = str(ctx.options.get("sweep", "1")) not in ("0", "false", "no")
+    cfg = _SETTINGS[ctx.scale]
+    seeds = ctx.seeds(int(ctx.options.get("seeds", cfg["seeds"])))
+    res = Results()
+    for bench in benches:
+        t0 = time.perf_counter()
+        try:
+            data = _load(bench, ctx.scale)
+        except (ImportError, MissingDependencyError, DataNotFoundError, OSError) as e:
+            msg = f"{bench}: skipped, its data or encoders are unavailable ({e})"
+            ctx.log(msg)
+            res.notes.append(msg)
+            res.summary[f"{bench}_skipped"] = str(e)
+            continue
+        bc = cfg[bench]
+        n_anchors = int(ctx.options.get(f"{bench}_anchors", bc["anchors"]))
+        spaces = data["spaces"]
+        ctx.log(f"[{bench}] spaces {', '.join(f'{k} {v[0].shape}' for k, v in spaces.items())}"
+                f" loaded in {time.perf_counter() - t0:.1f}s")
+        rows = evaluate_methods(bench, spaces, data["y_train"], data["y_test"],
+                                default_methods(n_anchors, bc["bank"], bc["k"]),
+                                n_anchors=n_anchors, seeds=seeds, log=ctx.log)
+        res.rows += rows
+        table, stats = method_table(rows)
+        res.tables[f"{bench}: stitching by method ({len(spaces)} encoders, "
+                   f"{len(data['y_train'])} train / {len(data['y_test'])} test)"] = table
+        base = next(s for s in stats if s["method"] == "relative cosine (paper)")
+        best = max((s for s in stats if s["method"] != "relative cosine (paper)"
+                    and not np.isnan(s["stitched_acc"])), key=lambda s: s["stitched_acc"])
+        res.summary[f"{bench}_best_method"] = best["method"]
+        res.summary[f"{bench}_best_stitched_accuracy"] = round(best["stitched_acc"], 4)
+        res.summary[f"{bench}_cosine_stitched_accuracy"] = round(base["stitched_acc"], 4)
+        res.summary[f"{bench}_gain_over_cosine_points"] = round(
+            100 * (best["stitched_acc"] - base["stitched_acc"]), 2)
+        res.summary[f"{bench}_best_beats_cosine"] = bool(best["stitched_acc"]
+                                                         > base["stitched_acc"])
+        res.summary[f"{bench}_best_fit_ms_per_pair"] = round(best["fit_ms"], 2)
+        res.summary[f"{bench}_best_anchors"] = best["n_anchors"]
+        if bench == "digits":
+            demo = _distillation(data, n_anchors, seeds, ctx)
+            res.tables["digits: relative distillation (fresh encoder trained with the "
+                       "relative-similarity loss, no labels; teacher's head stitched on)"] = demo[0]
+            res.summary.update(demo[1])
+        if do_sweep:
+            names = list(spaces)[: int(ctx.options.get("sweep_spaces", 3))]
+            sub = {k: spaces[k] for k in names}
+            sweep = anchor_count_sweep(sub, data["y_train"], data["y_test"], bc["sweep"],
+                                       seeds=seeds[:2], center="anchors")
+            for r in sweep:
+                r["benchmark"] = bench
+            res.rows += [{**r, "kind": "anchor_sweep"} for r in sweep]
+            res.tables[f"{bench}: anchor choice x anchor count (stitched accuracy, centred "
+                       f"cosine, {len(names)} encoders)"] = sweep_table(sweep)
+            lines = _choice_matters(sweep)
+            res.notes += [f"{bench} anchor choice: {ln}" for ln in lines]
+        res.summary[f"{bench}_wall_s"] = round(time.perf_counter() - t0, 1)
+    if not res.tables:
+        res.tables["nothing ran"] = markdown_table(["benchmark", "status"],
+                                                   [[b, "skipped"] for b in benches])
+    res.notes.append("Stitched = head fitted on one encoder's space, evaluated on another "
+                     "encoder's test set; mean over ordered pairs, then mean ± std over seeds "
+                     f"{seeds}. Non-stitched = the same head on its own space. Fit time = "
+                     "building the stitching map or representation for one pair (head "
+                     "training excluded). Absolute stitching is only defined between "
+                     "equal-width spaces.")
+    return res
+
+
+def _distillation(data: dict[str, Any], n_anchors: int, seeds: list[int], ctx: RunContext
+                  ) -> tuple[str, dict[str, Any]]:
+    from relreps.losses import distillation_demo
+    from relreps.report import fmt_mean_std, markdown_table
+
+    teacher = _DIGITS_ENCODERS[0][0]
+    tr, te = data["spaces"][teacher]
+    out = []
+    for seed in seeds:
+        idx = np.random.default_rng(seed).choice(len(tr), size=n_anchors, replace=False)
+        r = distillation_demo(data["x_train"], data["y_train"], data["x_test"], data["y_test"],
+                              tr, te, anchor_idx=idx, student_dim=48,
+                              epochs=30 if ctx.smoke else 80, seed=seed)
+        out.append(r)
+        ctx.log(f"[digits] distillation seed {seed}: student stitched "
+                f"{r['student_stitched_accuracy']:.3f} (untrained "
+                f"{r['untrained_stitched_accuracy']:.3f}, teacher {r['teacher_accuracy']:.3f})")
+
+    def ms(key: str) -> str:
+        v = np.asarray([r[key] for r in out])
+        return fmt_mean_std(v.mean(), v.std(), 3)
+
+    table = markdown_table(["teacher head on", "accuracy"],
+                           [["teacher (its own relative space)", ms("teacher_accuracy")],
+                            ["fresh student, untrained", ms("untrained_stitched_accuracy")],
+                            ["student trained with the relative loss (no labels)",
+                             ms("student_stitched_accuracy")],
+                            ["training time (s)", ms("train_time_s")]])
+    summary = {"digits_distilled_student_accuracy": round(float(np.mean(
+        [r["student_stitched_accuracy"] for r in out])), 4),
+        "digits_distill_train_s": round(float(np.mean([r["train_time_s"] for r in out])), 2)}
+    return table, summary
