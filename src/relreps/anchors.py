@@ -281,7 +281,7 @@ def diagnose(anchor_embeddings: Array, *, center: bool = False, duplicate_cosine
     norms = np.linalg.norm(a, axis=1)
     u = a / np.where(norms == 0, 1, norms)[:, None]
     cos = u @ u.T
-    n_dup = int((np.triu(cos, 1) > duplicate_cosine).sum())
+    n_dup = int((cos[np.triu_indices(k, 1)] > duplicate_cosine).sum())
     msgs = []
     if k < d:
         msgs.append(f"fewer anchors ({k}) than latent dimensions ({d}): the relative space "
