@@ -41,8 +41,11 @@ def as_2d(x: Any, name: str, *, check_finite: bool = True) -> Any:
                                f"{tuple(x.shape)}")
         if not torch.is_floating_point(x):
             x = x.to(torch.get_default_dtype())
-        if check_finite and x.numel() and not bool(torch.isfinite(x.detach()).all()):
-            raise RelrepsError(f"{name} contains NaN or inf values")
+        if check_finite and x.numel() and not bool(torch.isfinite(x.detach().sum(1)).all()):
+            bad = torch.nonzero(~torch.isfinite(x.detach()).all(1)).flatten()
+            if bad.numel():
+                raise RelrepsError(f"{name} contains NaN or inf values (rows "
+                                   f"{', '.join(str(int(i)) for i in bad[:5])})")
         return x
     if isinstance(x, np.memmap):
         arr = x
@@ -57,9 +60,25 @@ def as_2d(x: Any, name: str, *, check_finite: bool = True) -> Any:
             raise RelrepsError(f"{name} has dtype {arr.dtype}; expected floating point")
         arr = arr.astype(np.float64)
     if check_finite and arr.size and not isinstance(arr, np.memmap):
-        if not np.isfinite(arr).all():
-            raise RelrepsError(f"{name} contains NaN or inf values")
+        check_finite_rows(arr, name)
     return arr
+
+
+def check_finite_rows(arr: np.ndarray, name: str, offset: int = 0) -> None:
+    """Raise RelrepsError naming the first rows of `arr` that hold NaN or inf.
+
+    Row sums are checked first (one pass, no n x d temporary); only a non-finite sum, which may
+    also be an overflow of huge finite values, triggers the exact element check.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        sums = arr.sum(axis=1)
+    if np.isfinite(sums).all():
+        return
+    bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+    if bad.size:
+        rows = ", ".join(str(int(i) + offset) for i in bad[:5])
+        raise RelrepsError(f"{name} contains NaN or inf values (rows {rows}"
+                           f"{' ...' if bad.size > 5 else ''})")
 
 
 def to_numpy(x: Any) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 from typing import Any
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from relreps import similarity as _sim
-from relreps._backend import Array, as_2d, is_torch, same_kind
+from relreps._backend import Array, as_2d, check_finite_rows, is_torch, same_kind
 from relreps.errors import AnchorError, RelrepsError
 
 __all__ = ["relative_projection", "RelativeProjection"]
@@ -76,15 +77,49 @@ def _prepare(x: Array, anchors: Array, similarity: Any, center: Center):
     if sim.needs_nonzero:
         _check_nonzero(a_t, ref, "anchors", 0, mu is not None)
     state = sim.prepare(a_t)
-    return sim, torch_in, x, dtype, mu, ref, state, n_anchors
+    return sim, torch_in, x, dtype, mu, state, n_anchors
 
 
-def _project_block(sim, block: torch.Tensor, mu, state, ref: float, offset: int) -> torch.Tensor:
+def _release_pages(arr: np.ndarray) -> None:
+    """Drop the resident pages of a memory-mapped block from this process (best effort).
+
+    Pages of a file mapping stay resident, and count as this process's memory, once touched;
+    streaming a memmap larger than memory would otherwise grow to the file's size. The data stays
+    in the OS page cache (and modified pages of a shared mapping are still written back).
+    """
+    mm = getattr(arr, "_mmap", None)
+    if getattr(arr, "mode", None) in ("c", "copyonwrite"):
+        return  # private mapping: dropping pages would discard the caller's changes
+    if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    try:
+        base = np.frombuffer(mm, dtype=np.uint8).__array_interface__["data"][0]
+        start = arr.ctypes.data - base
+        end = start + arr.nbytes
+        start -= start % mmap.PAGESIZE
+        end -= end % mmap.PAGESIZE  # keep a partly used last page: the next block needs it
+        if end > start:
+            mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+    except (ValueError, OSError, TypeError, BufferError):
+        pass
+
+
+def _project_block(sim, block: torch.Tensor, mu, state, offset: int) -> torch.Tensor:
     if mu is not None:
         block = block - mu
+    r = sim.apply(block, state)
     if sim.needs_nonzero:
-        _check_nonzero(block, ref, "x", offset, mu is not None)
-    return sim.apply(block, state)
+        # Inputs are finite, so a non-finite output row can only come from a zero vector.
+        rd = r.detach()
+        if bool(torch.isfinite(rd.sum()).item()):
+            return r  # similarities of this kind are bounded: a finite total means all finite
+        bad = ~torch.isfinite(rd).all(dim=1)
+        if bool(bad.any()):
+            _check_nonzero(block, 0.0, "x", offset, mu is not None)
+            rows = (torch.nonzero(bad).flatten()[:5] + offset).tolist()
+            raise RelrepsError(f"similarities overflowed to inf/NaN at rows {rows}: values of x "
+                               "are too large for its dtype")
+    return r
 
 
 def relative_projection(x: Array, anchors: Array, *, similarity: str | _sim.Similarity = "cosine",
@@ -112,7 +147,7 @@ def relative_projection(x: Array, anchors: Array, *, similarity: str | _sim.Simi
     -------
     (n, k) array of the same kind as `x`, dtype the promotion of x's and anchors' float dtypes.
     """
-    sim, torch_in, x, dtype, mu, ref, state, k = _prepare(x, anchors, similarity, center)
+    sim, torch_in, x, dtype, mu, state, k = _prepare(x, anchors, similarity, center)
     n = x.shape[0]
     if chunk_size is not None and chunk_size < 1:
         raise RelrepsError(f"chunk_size must be a positive integer, got {chunk_size}")
@@ -121,9 +156,15 @@ def relative_projection(x: Array, anchors: Array, *, similarity: str | _sim.Simi
         if out is not None:
             raise RelrepsError("out= is supported for numpy inputs only")
         x = x.to(dtype)
-        blocks = [_project_block(sim, x[s:s + step], mu, state, ref, s) for s in range(0, n, step)]
+        blocks = [_project_block(sim, x[s:s + step], mu, state, s) for s in range(0, n, step)]
         return torch.cat(blocks) if blocks else x.new_zeros((0, k))
     np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
+    if out is None and step >= n and not isinstance(x, np.memmap):
+        block = np.ascontiguousarray(x, dtype=np_dtype)  # one block: no output copy
+        if not block.flags.writeable:
+            block = block.copy()
+        with torch.no_grad():
+            return _project_block(sim, torch.from_numpy(block), mu, state, 0).numpy()
     if out is None:
         out = np.empty((n, k), dtype=np_dtype)
     elif tuple(out.shape) != (n, k):
@@ -133,10 +174,11 @@ def relative_projection(x: Array, anchors: Array, *, similarity: str | _sim.Simi
             block = np.asarray(x[s:s + step])
             if block.dtype != np_dtype or not block.flags.writeable or not block.flags.c_contiguous:
                 block = np.array(block, dtype=np_dtype, order="C")
-            if isinstance(x, np.memmap) and not np.isfinite(block).all():
-                raise RelrepsError(f"x contains NaN or inf values (rows {s}..{s + len(block) - 1})")
-            out[s:s + step] = _project_block(sim, torch.from_numpy(block), mu, state, ref,
-                                             s).numpy()
+            if isinstance(x, np.memmap):
+                check_finite_rows(block, "x", offset=s)
+            out[s:s + step] = _project_block(sim, torch.from_numpy(block), mu, state, s).numpy()
+            _release_pages(x[s:s + step])
+            _release_pages(out[s:s + step])
     return out
 
 

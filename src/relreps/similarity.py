@@ -120,7 +120,8 @@ def _unit(t: torch.Tensor) -> torch.Tensor:
 
 
 def _cosine(x: torch.Tensor, unit_anchors: torch.Tensor) -> torch.Tensor:
-    return _unit(x) @ unit_anchors.T
+    # Divide the (n, k) products rather than normalising the (n, d) samples: one pass less.
+    return (x @ unit_anchors.T).div_(torch.linalg.vector_norm(x, dim=1, keepdim=True))
 
 
 register("cosine", _cosine, prepare=_unit, needs_nonzero=True,
@@ -130,7 +131,7 @@ register("cosine", _cosine, prepare=_unit, needs_nonzero=True,
 
 def _angular(x: torch.Tensor, unit_anchors: torch.Tensor) -> torch.Tensor:
     eps = torch.finfo(x.dtype).eps
-    cos = (_unit(x) @ unit_anchors.T).clamp(-1 + eps, 1 - eps)
+    cos = _cosine(x, unit_anchors).clamp(-1 + eps, 1 - eps)
     return 1.0 - torch.arccos(cos) / math.pi
 
 
