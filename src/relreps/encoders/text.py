@@ -35,6 +35,7 @@ import numpy as np
 from relreps.cache import cache_dir
 from relreps.encoders.base import cached_encode
 from relreps.errors import DataNotFoundError, DownloadUnavailableError, MissingDependencyError
+from relreps.progress import progress
 
 __all__ = ["TEXT_ENCODERS", "load_text_encoder", "SentenceTransformerEncoder", "OnnxEncoder",
            "E5Encoder", "HFEncoder", "mpnet_model_dir", "minilm_l6_model_dir"]
@@ -210,12 +211,27 @@ class _TextEncoder:
 
     def encode(self, texts: Sequence[str], batch_size: int = 64, *, use_cache: bool = True,
                desc: str | None = None) -> np.ndarray:
-        """Embed `texts` as float32 (n, dim), batched, with progress, cached on disk."""
+        """Embed `texts` as float32 (n, dim), batched, with progress, cached on disk.
+
+        Batches are formed from texts of similar length (sorted by length, results returned in
+        the input order), which cuts padding work; the cache key is the texts in input order.
+        """
         texts = [str(t) for t in texts]
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        return cached_encode(self.name, texts, self._encode_batch, batch_size=batch_size,
-                             desc=desc or f"encode {self.name}", use_cache=use_cache)
+        label = desc or f"encode {self.name}"
+        return cached_encode(self.name, texts,
+                             lambda items: self._encode_sorted(items, batch_size, label),
+                             batch_size=max(len(texts), 1), desc=label, use_cache=use_cache)
+
+    def _encode_sorted(self, texts: Sequence[str], batch_size: int, desc: str) -> np.ndarray:
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), self.dim), np.float32)
+        starts = range(0, len(texts), batch_size)
+        for s in progress(starts, desc=desc, total=len(starts)):
+            idx = order[s:s + batch_size]
+            out[idx] = np.asarray(self._encode_batch([texts[i] for i in idx]), np.float32)
+        return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, dim={self.dim})"
