@@ -1,0 +1,228 @@
+"""Torch modules: RelativeLayer, RelativeEncoder, BatchFeatureNorm, heads, TorchClassifier."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from relreps import relative_projection
+from relreps.errors import RelrepsError
+from relreps.nn import (
+    BatchFeatureNorm,
+    RelativeClassifierHead,
+    RelativeEncoder,
+    RelativeLayer,
+    TorchClassifier,
+)
+
+
+def _latents(n: int = 16, k: int = 5, d: int = 4, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, d, generator=g), torch.randn(k, d, generator=g)
+
+
+# --------------------------------------------------------------------------- RelativeLayer
+
+def test_layer_without_normalisation_is_the_projection():
+    x, a = _latents()
+    layer = RelativeLayer(similarity="euclidean", center="anchors")
+    torch.testing.assert_close(layer(x, a), relative_projection(x, a, similarity="euclidean",
+                                                                center="anchors"))
+    assert "euclidean" in repr(layer) and "detach" in repr(layer)
+
+
+def test_layer_l2_gives_unit_rows():
+    x, a = _latents()
+    r = RelativeLayer(similarity="inner", normalization="l2")(x, a)
+    torch.testing.assert_close(r.norm(dim=1), torch.ones(len(x)))
+    raw = relative_projection(x, a, similarity="inner")
+    torch.testing.assert_close(r, raw / raw.norm(dim=1, keepdim=True))
+
+
+def test_layer_layernorm_normalises_each_sample_over_the_anchors():
+    x, a = _latents()
+    layer = RelativeLayer(normalization="layernorm", n_anchors=5)
+    r = layer(x, a)
+    torch.testing.assert_close(r.mean(1), torch.zeros(len(x)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(r.var(1, unbiased=False), torch.ones(len(x)), atol=1e-3, rtol=0)
+    assert sum(p.numel() for p in layer.parameters()) == 10  # learnable affine per anchor
+
+
+def test_layer_batchnorm_normalises_each_anchor_over_the_batch():
+    x, a = _latents(n=32)
+    layer = RelativeLayer(normalization="batchnorm", n_anchors=5).train()
+    r = layer(x, a)
+    torch.testing.assert_close(r.mean(0), torch.zeros(5), atol=1e-5, rtol=0)
+    torch.testing.assert_close(r.var(0, unbiased=False), torch.ones(5), atol=1e-3, rtol=0)
+    # In eval mode it uses its running statistics: a single sample works.
+    layer.eval()
+    assert layer(x[:1], a).shape == (1, 5)
+
+
+def test_layer_argument_errors():
+    with pytest.raises(RelrepsError, match="anchor_grad"):
+        RelativeLayer(anchor_grad="stop")
+    with pytest.raises(RelrepsError, match="normalization"):
+        RelativeLayer(normalization="rms")
+    with pytest.raises(RelrepsError, match="needs n_anchors"):
+        RelativeLayer(normalization="layernorm")
+    x, a = _latents()
+    with pytest.raises(RelrepsError, match="built for 4 anchors, got 5"):
+        RelativeLayer(normalization="batchnorm", n_anchors=4)(x, a)
+
+
+@pytest.mark.parametrize("normalization", ["none", "l2", "layernorm", "batchnorm"])
+def test_anchor_grad_policy(normalization):
+    x, a = _latents()
+    x.requires_grad_(True)
+    a.requires_grad_(True)
+    detach = RelativeLayer(normalization=normalization, n_anchors=5)
+    detach(x, a).square().sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert a.grad is None
+    x.grad = None
+    full = RelativeLayer(normalization=normalization, n_anchors=5, anchor_grad="full")
+    full(x, a).square().sum().backward()
+    assert x.grad is not None and a.grad is not None and a.grad.abs().sum() > 0
+
+
+# --------------------------------------------------------------------------- RelativeEncoder
+
+class CountingEncoder(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 4)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.lin(x)
+
+
+@pytest.mark.parametrize("anchor_grad", ["detach", "full"])
+def test_encoder_reencodes_anchors_every_forward(anchor_grad):
+    torch.manual_seed(0)
+    enc = CountingEncoder()
+    anchor_inputs = torch.randn(6, 3)
+    model = RelativeEncoder(enc, anchor_inputs, RelativeLayer(anchor_grad=anchor_grad))
+    x = torch.randn(10, 3)
+    out1 = model(x)
+    assert out1.shape == (10, 6) and enc.calls == 2
+    # The output is the projection onto the anchors encoded by the *current* encoder.
+    torch.testing.assert_close(out1, relative_projection(enc.lin(x), enc.lin(anchor_inputs)))
+    with torch.no_grad():
+        enc.lin.weight.mul_(-2.0).add_(0.3)
+    out2 = model(x)
+    assert enc.calls == 4
+    torch.testing.assert_close(out2, relative_projection(enc.lin(x), enc.lin(anchor_inputs)))
+    assert not torch.allclose(out1, out2)
+    # Anchor inputs are a buffer: they move with the module and are saved in its state.
+    assert "anchor_inputs" in model.state_dict()
+
+
+def test_encoder_gradients_through_anchor_path_only_with_full_policy():
+    torch.manual_seed(0)
+    anchor_inputs = torch.randn(6, 3)
+    x = torch.randn(10, 3)
+    grads = {}
+    for policy in ("detach", "full"):
+        torch.manual_seed(1)
+        enc = nn.Linear(3, 4)
+        model = RelativeEncoder(enc, anchor_inputs, RelativeLayer(anchor_grad=policy))
+        model(x).sum().backward()
+        grads[policy] = enc.weight.grad.clone()
+    # Both train the encoder, but "full" also backpropagates through the anchors' encoding.
+    assert grads["detach"].abs().sum() > 0
+    assert not torch.allclose(grads["detach"], grads["full"])
+
+
+def test_encoder_detach_policy_builds_no_graph_for_anchors():
+    enc = nn.Linear(3, 4)
+    model = RelativeEncoder(enc, torch.randn(5, 3))
+    assert not model.encode_anchors().requires_grad
+    full = RelativeEncoder(enc, torch.randn(5, 3), RelativeLayer(anchor_grad="full"))
+    assert full.encode_anchors().requires_grad
+
+
+# --------------------------------------------------------------------------- norm and head
+
+def test_batch_feature_norm_standardises_with_the_batch_statistics():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(50, 7, generator=g) * torch.arange(1, 8) + 5
+    norm = BatchFeatureNorm()
+    for mode in (norm.train, norm.eval):  # no running statistics: same in both modes
+        mode()
+        y = norm(x)
+        torch.testing.assert_close(y.mean(0), torch.zeros(7), atol=1e-5, rtol=0)
+        torch.testing.assert_close(y.std(0, unbiased=False), torch.ones(7), atol=1e-4, rtol=0)
+    # Each sample's output depends on the rest of the batch.
+    assert not torch.allclose(norm(x[:10])[0], norm(x)[0])
+    # A batch of one is only centred (there is no variance to divide by).
+    torch.testing.assert_close(norm(x[:1]), torch.zeros(1, 7))
+    assert list(norm.parameters()) == [] and list(norm.buffers()) == []
+
+
+def test_classifier_head_shapes_and_structure():
+    head = RelativeClassifierHead(n_anchors=12, n_classes=3, hidden=8)
+    out = head(torch.randn(20, 12))
+    assert out.shape == (20, 3)
+    kinds = [type(m) for m in head.net]
+    assert kinds == [nn.LayerNorm, nn.Linear, nn.Tanh, BatchFeatureNorm, nn.Linear]
+    no_bn = RelativeClassifierHead(12, 3, hidden=8, batch_norm=False)
+    assert isinstance(no_bn.net[3], nn.Identity)
+    assert no_bn(torch.randn(1, 12)).shape == (1, 3)
+
+
+# --------------------------------------------------------------------------- TorchClassifier
+
+def _separable(seed: int = 0, n: int = 200):
+    rng = np.random.default_rng(seed)
+    centers = np.array([[3.0, 0, 0, 0], [0, 3.0, 0, 0], [0, 0, 3.0, 0]])
+    y = rng.integers(0, 3, size=n)
+    return (centers[y] + 0.5 * rng.normal(size=(n, 4))).astype(np.float32), \
+        np.array(["a", "b", "c"])[y]
+
+
+def _small_head(d: int, c: int) -> nn.Module:
+    return RelativeClassifierHead(d, c, hidden=16)
+
+
+def test_torch_classifier_learns_a_separable_problem_deterministically():
+    x, y = _separable(n=120)
+    xt, yt = _separable(seed=1)
+    kw = dict(module_factory=_small_head, epochs=10, batch_size=32, lr=1e-2)
+    clf = TorchClassifier(random_state=0, **kw).fit(x, y)
+    assert list(clf.classes_) == ["a", "b", "c"]
+    pred = clf.predict(xt)
+    assert (pred == yt).mean() > 0.95
+    proba = clf.predict_proba(xt)
+    assert proba.shape == (len(xt), 3)
+    np.testing.assert_allclose(proba.sum(1), 1.0, rtol=1e-5)
+    again = TorchClassifier(random_state=0, **kw).fit(x, y)
+    np.testing.assert_array_equal(again.predict_proba(xt), proba)
+    other = TorchClassifier(random_state=1, **kw).fit(x, y)
+    assert not np.array_equal(other.predict_proba(xt), proba)
+    # The global torch RNG is left alone.
+    torch.manual_seed(123)
+    expected = torch.rand(1)
+    torch.manual_seed(123)
+    TorchClassifier(random_state=0, **{**kw, "epochs": 1}).fit(x, y)
+    assert torch.equal(torch.rand(1), expected)
+
+
+def test_torch_classifier_params_and_custom_module():
+    built = []
+
+    def factory(d, c):
+        built.append((d, c))
+        return nn.Linear(d, c)
+
+    clf = TorchClassifier(module_factory=factory, epochs=3, lr=0.05)
+    assert clf.get_params()["epochs"] == 3
+    assert clf.set_params(epochs=20) is clf and clf.epochs == 20
+    x, y = _separable()
+    clf.fit(x, y)
+    assert built == [(4, 3)]
+    assert (clf.predict(x) == y).mean() > 0.9
