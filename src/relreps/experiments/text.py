@@ -29,9 +29,9 @@ SIZES: dict[str, dict[str, Any]] = {
     "smoke": dict(ag_train=160, ag_test=80, trec_train=160, trec_test=80, n_anchors=40,
                   seeds=2, encoders=["minilm-l6", "minilm-l3", "e5-small"], xl_pool=48,
                   xl_anchors=40, pt_test=32, head="logreg"),
-    "full": dict(ag_train=1500, ag_test=1000, trec_train=2000, trec_test=499, n_anchors=768,
-                 seeds=5, encoders=["minilm-l6", "mpnet", "minilm-l3", "e5-small"], xl_pool=1000,
-                 xl_anchors=768, pt_test=500, head="logreg"),
+    "full": dict(ag_train=1000, ag_test=600, trec_train=1000, trec_test=499, n_anchors=768,
+                 seeds=5, encoders=["minilm-l6", "mpnet", "minilm-l3", "e5-small"], xl_pool=800,
+                 xl_anchors=512, pt_test=400, head="logreg"),
 }
 
 #: Seed of the fixed (run-independent) subsets of the data sets.
