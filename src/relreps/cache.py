@@ -25,20 +25,32 @@ def cache_dir() -> Path:
     return path
 
 
+def _json_default(o: Any) -> Any:
+    """JSON stand-in for a dict value: arrays by their full content (str() elides elements)."""
+    if isinstance(o, np.ndarray) or (hasattr(o, "detach") and hasattr(o, "numpy")):
+        return {"__array_content_key__": content_key(o)}
+    return str(o)
+
+
 def content_key(*parts: Any) -> str:
     """A sha256 hex digest over the parts (strings, numbers, arrays, iterables of texts, dicts)."""
     h = hashlib.sha256()
 
     def feed(p: Any) -> None:
+        if hasattr(p, "detach") and hasattr(p, "numpy"):  # a torch tensor: hash its values
+            p = p.detach().cpu().numpy()
         if isinstance(p, np.ndarray):
             h.update(b"nd" + str(p.dtype).encode() + str(p.shape).encode())
-            h.update(np.ascontiguousarray(p).tobytes())
+            if p.dtype == object:  # the bytes of an object array are pointers, not content
+                feed(p.ravel().tolist())
+            else:
+                h.update(np.ascontiguousarray(p).tobytes())
         elif isinstance(p, (bytes, bytearray)):
             h.update(b"b" + bytes(p))
         elif isinstance(p, str):
             h.update(b"s" + p.encode("utf-8") + b"\x00")
         elif isinstance(p, dict):
-            h.update(b"d" + json.dumps(p, sort_keys=True, default=str).encode())
+            h.update(b"d" + json.dumps(p, sort_keys=True, default=_json_default).encode())
         elif isinstance(p, (list, tuple)) or (isinstance(p, Iterable) and not isinstance(p, str)):
             h.update(b"[")
             for q in p:
