@@ -99,13 +99,13 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
     if isinstance(x, (np.floating, np.integer, np.bool_)):
-        return x.item()
+        return _jsonable(x.item())
     if isinstance(x, np.ndarray):
-        return x.tolist()
+        return _jsonable(x.tolist())
     if isinstance(x, Path):
         return str(x)
-    if isinstance(x, float) and (x != x):
-        return None
+    if isinstance(x, float) and not np.isfinite(x):
+        return None  # JSON has no NaN/inf; json.dumps would write invalid JSON
     return x
 
 
