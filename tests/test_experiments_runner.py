@@ -1,0 +1,217 @@
+"""The experiment runner contract: discovery, RunContext, results files, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import relreps
+from relreps import cli, experiments
+from relreps.cache import cache_dir
+from relreps.errors import RelrepsError
+from relreps.experiments import Results, RunContext
+from relreps.experiments.base import write_results
+
+DUMMY = '''
+"""A dummy experiment for the runner tests."""
+import numpy as np
+
+from relreps.experiments import Results
+
+NAME = "dummy-exp"
+DESCRIPTION = "A dummy experiment that records its context."
+
+
+def run(ctx):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    draw = float(np.random.rand())  # the runner seeds the global generators
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [draw, draw])
+    fig.savefig(ctx.figure_path("line"))
+    plt.close(fig)
+    rows = [{"seed": s, "scale": ctx.scale, "value": np.float64(s + draw)} for s in ctx.seeds(3)]
+    return Results(rows=rows, tables={"Values": "| a |\\n|---|\\n| 1 |"},
+                   figures=["line.png"], summary={"draw": draw, "options": ctx.options},
+                   notes=["a note"])
+'''
+
+
+def _strict_json(path: Path):
+    """Parse JSON rejecting the non-standard NaN/Infinity tokens."""
+    def reject(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    return json.loads(path.read_text(), parse_constant=reject)
+
+
+@pytest.fixture()
+def dummy_experiments(tmp_path, monkeypatch):
+    """Point experiment discovery at a folder holding only the dummy experiment."""
+    pkg = tmp_path / "exp_pkg"
+    pkg.mkdir()
+    (pkg / "dummy.py").write_text(textwrap.dedent(DUMMY))
+    (pkg / "_private.py").write_text('NAME = "hidden"\n')
+    (pkg / "helper.py").write_text('"""no NAME: not an experiment"""\nX = 1\n')
+    monkeypatch.setattr(experiments, "__path__", [str(pkg)])
+    monkeypatch.delitem(sys.modules, "relreps.experiments.dummy", raising=False)
+    yield pkg
+    sys.modules.pop("relreps.experiments.dummy", None)
+
+
+# --------------------------------------------------------------------------- RunContext
+
+def test_run_context(tmp_path):
+    ctx = RunContext(scale="smoke", seed=7, out=tmp_path / "out", options={"k": 3})
+    assert ctx.smoke and not RunContext("full", 0, tmp_path).smoke
+    assert ctx.seeds(3) == [7, 8, 9] and ctx.seeds(0) == []
+    p = ctx.figure_path("fig")
+    assert p == tmp_path / "out" / "fig.png" and p.parent.is_dir()
+    assert ctx.figure_path("x.png").name == "x.png"
+    assert ctx.cache == cache_dir()
+
+
+def test_run_context_log_goes_to_stderr(tmp_path, capsys):
+    RunContext("smoke", 0, tmp_path).log("hello")
+    captured = capsys.readouterr()
+    assert captured.err == "hello\n" and captured.out == ""
+
+
+# --------------------------------------------------------------------------- write_results
+
+def test_write_results_files(tmp_path):
+    ctx = RunContext(scale="full", seed=3, out=tmp_path / "run", options={"method": "x"})
+    rows = [{"seed": np.int64(3), "acc": np.float32(0.5), "ok": np.bool_(True),
+             "vec": np.arange(2), "path": Path("a/b")}]
+    res = Results(rows=rows, tables={"Main": "| h |\n|---|\n| 1 |"}, figures=["f.png"],
+                  summary={"acc": 0.5, "goal_met": True}, notes=["caveat one"])
+    write_results(ctx, "my-exp", res, wall_time=1.234)
+    data = _strict_json(ctx.out / "results.json")
+    assert data["experiment"] == "my-exp" and data["scale"] == "full" and data["seed"] == 3
+    assert data["summary"] == {"acc": 0.5, "goal_met": True}
+    assert data["rows"] == [{"seed": 3, "acc": 0.5, "ok": True, "vec": [0, 1], "path": "a/b"}]
+    md = (ctx.out / "results.md").read_text()
+    assert md.startswith("# my-exp (full scale, seed 3)")
+    for piece in ("## Main", "| h |", "## Summary", "- **acc**: 0.5", "## Notes",
+                  "- caveat one", "![f.png](f.png)", "_Wall time: 1.2 s._"):
+        assert piece in md, piece
+    meta = _strict_json(ctx.out / "meta.json")
+    assert meta["seed"] == 3 and meta["scale"] == "full" and meta["experiment"] == "my-exp"
+    assert meta["options"] == {"method": "x"} and meta["wall_time_s"] == 1.234
+    assert meta["figures"] == ["f.png"]
+    assert meta["versions"]["numpy"] == np.__version__
+    assert "torch" in meta["versions"] and "python" in meta["versions"]
+    # Atomic writes leave no temporary files behind.
+    assert sorted(p.name for p in ctx.out.iterdir()) == ["meta.json", "results.json",
+                                                          "results.md"]
+
+
+def test_write_results_keeps_json_standard_with_nan_and_inf(tmp_path):
+    ctx = RunContext(scale="smoke", seed=0, out=tmp_path)
+    res = Results(rows=[{"a": float("nan"), "b": np.float64("nan"), "c": np.float32("inf"),
+                         "d": -math.inf, "e": 1.5}],
+                  summary={"ratio": np.float64("nan")})
+    write_results(ctx, "nan-exp", res, 0.0)
+    data = _strict_json(tmp_path / "results.json")
+    assert data["rows"] == [{"a": None, "b": None, "c": None, "d": None, "e": 1.5}]
+    assert data["summary"] == {"ratio": None}
+
+
+def test_write_results_minimal(tmp_path):
+    ctx = RunContext(scale="smoke", seed=0, out=tmp_path / "new" / "dir")
+    write_results(ctx, "empty", Results(), 0.0)
+    md = (ctx.out / "results.md").read_text()
+    assert "## Summary" not in md and "## Notes" not in md and "## Figures" not in md
+    assert _strict_json(ctx.out / "results.json")["rows"] == []
+
+
+# --------------------------------------------------------------------------- discovery
+
+def test_available_lists_the_real_experiments_without_importing_them():
+    found = experiments.available()
+    assert isinstance(found, dict)
+    assert all(isinstance(k, str) and isinstance(v, str) for k, v in found.items())
+    assert list(found) == sorted(found)
+    for name in found:
+        assert name not in ("base",)
+    with pytest.raises(RelrepsError, match="unknown experiment 'no-such-experiment'"):
+        experiments.get("no-such-experiment")
+    with pytest.raises(RelrepsError, match="scale must be one of"):
+        experiments.run_experiment(next(iter(found), "x"), scale="huge")
+
+
+def test_discovery_reads_name_and_description(dummy_experiments):
+    assert experiments.available() == {
+        "dummy-exp": "A dummy experiment that records its context."}
+    assert "relreps.experiments.dummy" not in sys.modules  # listed without importing
+    module = experiments.get("dummy-exp")
+    assert module.NAME == "dummy-exp" and callable(module.run)
+    with pytest.raises(RelrepsError, match="available: dummy-exp"):
+        experiments.get("hidden")
+
+
+def test_run_experiment_writes_everything_and_is_seeded(dummy_experiments, tmp_path):
+    out = tmp_path / "out"
+    res = experiments.run_experiment("dummy-exp", scale="smoke", seed=5, out=out,
+                                     options={"k": 2})
+    assert isinstance(res, Results)
+    for name in ("results.json", "results.md", "meta.json", "line.png"):
+        assert (out / name).exists(), name
+    data = _strict_json(out / "results.json")
+    assert [r["seed"] for r in data["rows"]] == [5, 6, 7]
+    assert data["summary"]["options"] == {"k": 2}
+    assert 0.0 <= data["summary"]["draw"] < 1.0
+    meta = _strict_json(out / "meta.json")
+    assert meta["seed"] == 5 and meta["wall_time_s"] >= 0
+    # The same seed gives the same draw; another seed another.
+    again = experiments.run_experiment("dummy-exp", seed=5, out=tmp_path / "again")
+    other = experiments.run_experiment("dummy-exp", seed=6, out=tmp_path / "other")
+    assert again.summary["draw"] == res.summary["draw"] != other.summary["draw"]
+
+
+# --------------------------------------------------------------------------- CLI
+
+def test_cli_list(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in experiments.available():
+        assert name in out
+
+
+def test_cli_list_and_run_dummy(dummy_experiments, tmp_path, capsys):
+    assert cli.main(["list"]) == 0
+    assert "dummy-exp" in capsys.readouterr().out
+    out = tmp_path / "cli"
+    code = cli.main(["run", "dummy-exp", "--seed", "2", "--out", str(out), "--opt", "k=3",
+                     "--opt", "name=abc", "--method", "relative"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "## Values" in printed and "Wrote" in printed and "1 figure" in printed
+    meta = _strict_json(out / "meta.json")
+    assert meta["options"] == {"k": 3, "name": "abc", "method": "relative"}
+    assert meta["seed"] == 2 and meta["scale"] == "smoke"
+
+
+def test_cli_errors(dummy_experiments, tmp_path, capsys):
+    assert cli.main(["run", "nope", "--out", str(tmp_path)]) == 2
+    assert "unknown experiment 'nope'" in capsys.readouterr().err
+    assert cli.main(["run", "dummy-exp", "--opt", "novalue", "--out", str(tmp_path)]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["run", "dummy-exp", "--scale", "huge"])
+
+
+def test_package_exports():
+    for name in ("relative_projection", "RelativeProjection", "similarity", "anchors",
+                 "metrics", "RelrepsError", "AnchorError", "MissingDependencyError"):
+        assert hasattr(relreps, name), name
+    assert issubclass(relreps.AnchorError, relreps.RelrepsError)
+    assert issubclass(relreps.RelrepsError, ValueError)
