@@ -107,6 +107,11 @@ def _release_pages(arr: np.ndarray) -> None:
 def _project_block(sim, block: torch.Tensor, mu, state, offset: int) -> torch.Tensor:
     if mu is not None:
         block = block - mu
+        if sim.needs_nonzero:
+            # A sample equal to the centre leaves rounding noise of a few ulps of |mu|, not an
+            # exact zero: its "direction" is noise, and the output would be finite but arbitrary.
+            ref = 64.0 * float(torch.linalg.vector_norm(mu.detach()))
+            _check_nonzero(block, ref, "x", offset, True)
     r = sim.apply(block, state)
     if sim.needs_nonzero:
         # Inputs are finite, so a non-finite output row can only come from a zero vector.
