@@ -294,7 +294,7 @@ def _train(kind: str, corpus: Any, params: dict[str, Any], use_cache: bool) -> W
         except (ValueError, OSError):
             vec_path.unlink(missing_ok=True)
     cls = gensim_models.Word2Vec if kind == "word2vec" else gensim_models.FastText
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model = cls(corpus_file=str(corpus_file), callbacks=[_epoch_progress(params["epochs"],
                                                                            f"train {name}")],
                 **params)
@@ -307,7 +307,8 @@ def _train(kind: str, corpus: Any, params: dict[str, Any], use_cache: bool) -> W
     atomic_save_npy(vec_path, vectors)
     atomic_write_bytes(folder / f"{key[:40]}.meta.json", json.dumps(
         {"kind": kind, "params": params, "corpus": str(corpus_file), "n_words": len(words),
-         "train_seconds": round(time.perf_counter() - t0, 1)}).encode())
+         "train_seconds": round(time.perf_counter() - t0, 1),
+         "train_cpu_seconds": round(time.process_time() - c0, 1)}).encode())
     return WordVectors(words, vectors, name)
 
 
@@ -335,12 +336,12 @@ def train_fasttext(corpus: Any, *, use_cache: bool = True, **overrides: Any) -> 
     return _train("fasttext", corpus, _params(overrides, FASTTEXT_DEFAULTS), use_cache)
 
 
-def training_seconds(kind: str, corpus: Any, **overrides: Any) -> float | None:
-    """Seconds the cached model took to train (None when not cached)."""
+def training_info(kind: str, corpus: Any, **overrides: Any) -> dict[str, Any] | None:
+    """What the cached model's training recorded (settings, wall and CPU seconds), or None."""
     corpus_file = Path(getattr(corpus, "path", corpus))
     corpus_key = getattr(corpus, "key", None) or content_key(str(corpus_file),
                                                              corpus_file.stat().st_size)
     params = _params(overrides, FASTTEXT_DEFAULTS if kind == "fasttext" else None)
     key = content_key("word-model-v1", kind, corpus_key, params)
     meta = cache_dir() / "word-models" / kind / f"{key[:40]}.meta.json"
-    return json.loads(meta.read_text())["train_seconds"] if meta.exists() else None
+    return json.loads(meta.read_text()) if meta.exists() else None

@@ -36,16 +36,16 @@ K = 5
 #: Settings per scale; `--opt key=value` overrides any of them (see `_config`).
 CONFIG: dict[str, dict[str, Any]] = {
     "smoke": {"corpus": "lee", "spaces": "word2vec,fasttext", "n_words": 1000,
-              "n_anchors": 100, "n_seeds": 3, "n_queries": 0, "heatmap_seeds": 2,
+              "n_anchors": 100, "n_seeds": 2, "n_queries": 0, "heatmap_seeds": 1,
               "top_n": "200,500,800", "skip": 0, "glove_filter": False, "figure_words": 6,
-              "threads": 1,
+              "threads": 1, "cka_words": 0,
               "train": {"vector_size": 32, "epochs": 20, "min_count": 3, "sample": 1e-3,
                         "window": 5, "workers": 2}},
     "full": {"corpus": "gcide+wordnet",
              "spaces": "word2vec,fasttext,glove-6b-50d,wordllama,minilm-l6,mpnet",
-             "n_words": 20_000, "n_anchors": 300, "n_seeds": 10, "n_queries": 2000,
+             "n_words": 20_000, "n_anchors": 300, "n_seeds": 10, "n_queries": 1000,
              "heatmap_seeds": 3, "top_n": "1000,5000,10000", "skip": 0, "glove_filter": True,
-             "figure_words": 6, "threads": 1, "train": {}},
+             "figure_words": 6, "threads": 1, "cka_words": 5000, "train": {}},
 }
 TRAIN_KEYS = ("vector_size", "sg", "window", "negative", "min_count", "sample", "alpha",
               "epochs", "seed", "workers")
@@ -103,7 +103,7 @@ def _load_spaces(names: Sequence[str], corpus: Any, train: dict[str, Any], ctx: 
         load_word_space,
         train_fasttext,
         train_word2vec,
-        training_seconds,
+        training_info,
     )
     from relreps.errors import DataNotFoundError, MissingDependencyError
 
@@ -113,12 +113,8 @@ def _load_spaces(names: Sequence[str], corpus: Any, train: dict[str, Any], ctx: 
         try:
             if name == "word2vec":
                 spaces[name] = train_word2vec(corpus, **train)
-                timings["train word2vec (s, when trained)"] = training_seconds(
-                    "word2vec", corpus, **train)
             elif name == "fasttext":
                 spaces[name] = train_fasttext(corpus, **train)
-                timings["train fasttext (s, when trained)"] = training_seconds(
-                    "fasttext", corpus, **train)
             else:
                 spaces[name] = load_word_space(name)
         except (MissingDependencyError, DataNotFoundError) as e:
@@ -128,6 +124,11 @@ def _load_spaces(names: Sequence[str], corpus: Any, train: dict[str, Any], ctx: 
             ctx.log(f"[word-embeddings] skipping {name}: {e}")
             continue
         timings[f"load {name} (s)"] = round(time.perf_counter() - t0, 1)
+        info = training_info(name, corpus, **train) if name in ("word2vec", "fasttext") else None
+        if info:
+            timings[f"train {name} when first trained: wall (s)"] = info.get("train_seconds")
+            timings[f"train {name} when first trained: CPU (s)"] = info.get(
+                "train_cpu_seconds", "not recorded")
         ctx.log(f"[word-embeddings] {name} ready ({timings[f'load {name} (s)']} s)")
     return spaces
 
@@ -149,12 +150,15 @@ def _anchors(strategy: str, x_ref: np.ndarray, n: int, seed: int) -> np.ndarray:
     raise ValueError(f"unknown anchor strategy {strategy!r}")
 
 
-def _pair_metrics(a: np.ndarray, b: np.ndarray, queries: np.ndarray | None) -> dict[str, float]:
+def _pair_metrics(a: np.ndarray, b: np.ndarray, queries: np.ndarray | None,
+                  cka_rows: np.ndarray | None = None) -> dict[str, float]:
+    """Jaccard@K, MRR@K (queries searched among all rows), mean cosine, linear CKA (on
+    `cka_rows`, all rows when None)."""
     from relreps.metrics import cka, mean_cosine, retrieval_metrics
 
     out = retrieval_metrics(a, b, K, queries=queries)
     out["cosine"] = mean_cosine(a, b)
-    out["cka"] = cka(a, b)
+    out["cka"] = cka(a, b) if cka_rows is None else cka(a[cka_rows], b[cka_rows])
     return out
 
 
@@ -175,7 +179,7 @@ def run(ctx: RunContext) -> Results:
     min_count = int(train.get("min_count", TRAIN_DEFAULTS["min_count"]))
     notes: list[str] = []
     timings: dict[str, Any] = {}
-    t_all = time.perf_counter()
+    t_all, cpu_all = time.perf_counter(), time.process_time()
 
     t0 = time.perf_counter()
     corpus = load_corpus(cfg["corpus"])
@@ -217,6 +221,10 @@ def run(ctx: RunContext) -> Results:
     queries = None
     if 0 < n_q < len(vocab):
         queries = np.sort(np.random.default_rng(ctx.seed).choice(len(vocab), n_q, replace=False))
+    cka_rows = None
+    if 0 < int(cfg["cka_words"]) < len(vocab):
+        cka_rows = np.sort(np.random.default_rng(ctx.seed + 1).choice(
+            len(vocab), int(cfg["cka_words"]), replace=False))
     seeds = ctx.seeds(int(cfg["n_seeds"]))
     top_n = [int(t) for t in str(cfg["top_n"]).split(",") if t]
     strategies = ["uniform", "farthest-point", "k-means", *[f"top-{t}" for t in top_n]]
@@ -228,12 +236,13 @@ def run(ctx: RunContext) -> Results:
     a_w = emb[pair[0]]
     for src, tgt in (pair, pair[::-1]):
         if emb[src].shape[1] == emb[tgt].shape[1]:
-            m = _pair_metrics(emb[src], emb[tgt], queries)
+            m = _pair_metrics(emb[src], emb[tgt], queries, cka_rows)
         else:
             from relreps.metrics import cka
 
             m = {"jaccard": np.nan, "mrr": np.nan, "cosine": np.nan,
-                 "cka": cka(emb[src], emb[tgt])}
+                 "cka": cka(emb[src], emb[tgt]) if cka_rows is None else
+                 cka(emb[src][cka_rows], emb[tgt][cka_rows])}
         for seed in seeds:  # absolute does not depend on anchors: repeated per seed for tables
             for strategy in strategies:
                 rows.append({"table": "pair", "source": src, "target": tgt, "space": "absolute",
@@ -244,7 +253,7 @@ def run(ctx: RunContext) -> Results:
             for center in (None, "anchors"):
                 rel = {n: relative_projection(emb[n], emb[n][anc], center=center) for n in pair}
                 for src, tgt in (pair, pair[::-1]):
-                    m = _pair_metrics(rel[src], rel[tgt], queries)
+                    m = _pair_metrics(rel[src], rel[tgt], queries, cka_rows)
                     rows.append({"table": "pair", "source": src, "target": tgt,
                                  "space": "relative", "center": center or "none",
                                  "strategy": strategy, "seed": seed, **m})
@@ -263,7 +272,7 @@ def run(ctx: RunContext) -> Results:
                 for tgt in names:
                     if src == tgt:
                         continue
-                    m = _pair_metrics(rel[src], rel[tgt], queries)
+                    m = _pair_metrics(rel[src], rel[tgt], queries, cka_rows)
                     rows.append({"table": "all-pairs", "source": src, "target": tgt,
                                  "space": "relative", "center": center or "none",
                                  "strategy": "uniform", "seed": seed, **m})
@@ -280,6 +289,8 @@ def run(ctx: RunContext) -> Results:
     except ImportError as e:  # pragma: no cover - matplotlib is a core dependency
         notes.append(f"figures skipped: {e}")
     timings["total (s)"] = round(time.perf_counter() - t_all, 1)
+    timings["total CPU time of this process, all threads (s)"] = round(
+        time.process_time() - cpu_all, 1)
     summary = _summary(rows, names, timings, len(vocab), counts[vocab[-1]], corpus)
     notes += _notes(cfg, queries, len(vocab))
     tables["Timings (2 shared cores unless noted)"] = _kv_table(timings)
@@ -442,6 +453,9 @@ def _notes(cfg, queries, n_vocab) -> list[str]:
         "Farthest-point and k-means anchors are chosen in Word2Vec's space (cosine geometry) "
         "and used as the same words in every space; the heatmap uses uniform anchors.",
     ]
+    if cfg["cka_words"] and cfg["cka_words"] < n_vocab:
+        out.append(f"Linear CKA is computed on a fixed random subset of {cfg['cka_words']} "
+                   "vocabulary words (it costs O(n d^2) in float64).")
     if queries is not None:
         out.append(f"Jaccard/MRR average over {len(queries)} random query words (fixed by the "
                    f"base seed), each searched among all {n_vocab} vocabulary words.")
