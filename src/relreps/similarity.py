@@ -121,7 +121,11 @@ def _unit(t: torch.Tensor) -> torch.Tensor:
 
 def _cosine(x: torch.Tensor, unit_anchors: torch.Tensor) -> torch.Tensor:
     # Divide the (n, k) products rather than normalising the (n, d) samples: one pass less.
-    return (x @ unit_anchors.T).div_(torch.linalg.vector_norm(x, dim=1, keepdim=True))
+    norms = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+    # A norm that overflowed to inf (huge finite x) would give a silent 0: make the row NaN so
+    # relative_projection reports it.
+    norms = norms.masked_fill(torch.isinf(norms), float("nan"))
+    return (x @ unit_anchors.T).div_(norms)
 
 
 register("cosine", _cosine, prepare=_unit, needs_nonzero=True,
