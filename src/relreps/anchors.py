@@ -136,8 +136,8 @@ def parallel_anchors(keys_a: Sequence[Hashable], keys_b: Sequence[Hashable], n: 
     """
     pos_a = _key_positions(keys_a, "keys_a")
     pos_b = _key_positions(keys_b, "keys_b")
-    pool = [k for k in (candidates if candidates is not None else keys_a)
-            if k in pos_a and k in pos_b]
+    pool = list(dict.fromkeys(k for k in (candidates if candidates is not None else keys_a)
+                              if k in pos_a and k in pos_b))  # a repeated candidate counts once
     if len(pool) < n:
         raise AnchorError(f"only {len(pool)} keys are shared by both spaces; cannot pick {n} "
                           "parallel anchors")
@@ -207,8 +207,9 @@ class AnchorSet:
         """`n` anchors whose keys exist in every space (parallel anchors across many spaces)."""
         names = list(keys)
         pos = {s: _key_positions(keys[s], f"keys[{s!r}]") for s in names}
-        pool = [k for k in (candidates if candidates is not None else keys[names[0]])
-                if all(k in pos[s] for s in names)]
+        pool = list(dict.fromkeys(k for k in (candidates if candidates is not None
+                                              else keys[names[0]])
+                                  if all(k in pos[s] for s in names)))
         if len(pool) < n:
             raise AnchorError(f"only {len(pool)} keys are shared by all spaces; cannot pick {n}")
         _check_count(n, len(pool))

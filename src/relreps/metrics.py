@@ -100,6 +100,9 @@ def retrieval_metrics(source: Array, target: Array, k: int = 5, *,
     q = np.arange(s.shape[0]) if queries is None else np.asarray(queries, dtype=np.int64)
     if q.size == 0:
         raise RelrepsError("no queries")
+    if q.ndim != 1 or q.min() < 0 or q.max() >= s.shape[0]:
+        raise RelrepsError(f"queries must be row indices in [0, {s.shape[0]}); a negative index "
+                           "would search one row and score another")
     qi = torch.as_tensor(q)
     S = knn_indices(s[qi], t, k, metric=metric, block_size=block_size)
     T = knn_indices(t[qi], t, k, metric=metric, block_size=block_size)

@@ -44,6 +44,8 @@ def _resolve_center(center: Center, anchors: Array, d: int) -> Array | None:
     vec = center if is_torch(center) else np.asarray(center, dtype=float)
     if tuple(vec.shape) not in ((d,), (1, d)):
         raise RelrepsError(f"center vector must have shape ({d},), got {tuple(vec.shape)}")
+    if not bool((torch.isfinite(vec) if is_torch(vec) else np.isfinite(vec)).all()):
+        raise RelrepsError("center vector contains NaN or inf values")
     return vec.reshape(1, d)
 
 
