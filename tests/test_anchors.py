@@ -173,6 +173,15 @@ def test_parallel_anchors_candidates_and_errors():
     ia, ib = A.parallel_anchors(keys_a, keys_b, 2, candidates=["c", "d", "zz"], random_state=0)
     assert sorted(keys_a[i] for i in ia) == ["c", "d"]
     assert [keys_a[i] for i in ia] == [keys_b[i] for i in ib]
+    # A repeated candidate is one key: never the same anchor twice.
+    for seed in range(10):
+        ia, ib = A.parallel_anchors(keys_a, keys_b, 2, candidates=["a", "a", "a", "d"],
+                                    random_state=seed)
+        assert sorted(ia.tolist()) == [0, 3] and sorted(ib.tolist()) == [0, 3]
+    with pytest.raises(AnchorError, match="only 2 keys are shared"):
+        A.parallel_anchors(keys_a, keys_b, 3, candidates=["a", "a", "d", "d"])
+    aset = A.AnchorSet.from_keys({"x": keys_a, "y": keys_b}, 2, candidates=["c", "c", "d"])
+    assert sorted(aset.keys) == ["c", "d"]
     with pytest.raises(AnchorError, match="only 3 keys are shared"):
         A.parallel_anchors(keys_a, keys_b, 4)
     with pytest.raises(AnchorError, match="duplicate key 'a'"):

@@ -141,6 +141,9 @@ def test_retrieval_metric_errors():
         M.mrr_at_k(x, x, k=0)
     with pytest.raises(RelrepsError, match="no queries"):
         M.mrr_at_k(x, x, queries=[])
+    for bad in ([-1], [10], [[0, 1]]):  # -1 would search row 9 but score row -1: always 0
+        with pytest.raises(RelrepsError, match=r"queries must be row indices in \[0, 10\)"):
+            M.mrr_at_k(x, x, queries=bad)
     with pytest.raises(RelrepsError, match="metric must be"):
         M.mrr_at_k(x, x, metric="l2")
     z = x.copy()

@@ -55,6 +55,12 @@ def test_center_must_be_anchors_or_a_vector():
         relative_projection(x, a, center="mean")
     with pytest.raises(RelrepsError, match="center vector must have shape"):
         relative_projection(x, a, center=np.zeros(3))
+    for bad in (np.nan, np.inf):
+        with pytest.raises(RelrepsError, match="center vector contains NaN or inf"):
+            relative_projection(x, a, similarity="euclidean", center=np.array([bad, 0, 0, 0]))
+        with pytest.raises(RelrepsError, match="center vector contains NaN or inf"):
+            relative_projection(torch.tensor(x), torch.tensor(a),
+                                center=torch.tensor([0, bad, 0, 0]))
 
 
 # --------------------------------------------------------------------------- array kinds
@@ -192,6 +198,30 @@ def test_memmap_input_and_output(tmp_path):
         relative_projection(xm, a, out=np.empty((5, 7), np.float32))
     with pytest.raises(RelrepsError, match="out= is supported for numpy"):
         relative_projection(torch.tensor(x), torch.tensor(a), out=np.empty((103, 7)))
+
+
+@pytest.mark.parametrize("mode", ["r", "r+", "c"])
+def test_memmap_streaming_over_many_pages_keeps_every_value(tmp_path, mode):
+    # Blocks span many pages, so the streaming path releases pages of x and of out as it goes;
+    # the written results must all reach the file, and x must be unchanged.
+    rng = np.random.default_rng(0)
+    n, d, k = 3000, 48, 64
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    a = x[rng.choice(n, k, replace=False)]
+    mm = np.memmap(tmp_path / "x.f32", dtype=np.float32, mode="w+", shape=x.shape)
+    mm[:] = x
+    mm.flush()
+    del mm
+    xm = np.memmap(tmp_path / "x.f32", dtype=np.float32, mode=mode, shape=x.shape)
+    out = np.memmap(tmp_path / "r.f32", dtype=np.float32, mode="w+", shape=(n, k))
+    relative_projection(xm, a, chunk_size=257, out=out, center="anchors")
+    out.flush()
+    del out
+    got = np.fromfile(tmp_path / "r.f32", dtype=np.float32).reshape(n, k)
+    np.testing.assert_allclose(got, relative_projection(x, a, center="anchors"), rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(xm), x)
+    np.testing.assert_array_equal(np.fromfile(tmp_path / "x.f32", dtype=np.float32), x.ravel())
 
 
 def test_memmap_with_nan_in_a_later_chunk_is_a_named_error(tmp_path):
