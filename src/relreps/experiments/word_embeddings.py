@@ -302,13 +302,16 @@ def _mean_std(rows: Sequence[Mapping[str, Any]], value: str, **where: Any) -> tu
     vals = [v for v in vals if v == v]
     if not vals:
         return float("nan"), float("nan")
-    return float(np.mean(vals)), float(np.std(vals))
+    return float(np.mean(vals)), (float(np.std(vals)) if len(vals) > 1 else float("nan"))
 
 
 def _fmt(ms: tuple[float, float]) -> str:
+    """mean ± std over seeds; the mean alone for a single value; "-" for none."""
     from relreps.report import fmt_mean_std
 
-    return fmt_mean_std(ms[0], ms[1]) if ms[0] == ms[0] else "-"
+    if ms[0] != ms[0]:
+        return "-"
+    return fmt_mean_std(ms[0], ms[1] if ms[1] == ms[1] else None)
 
 
 def _tables(rows, names, strategies, spaces, vocab, counts, cfg, corpus, train
