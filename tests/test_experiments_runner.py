@@ -215,3 +215,34 @@ def test_package_exports():
         assert hasattr(relreps, name), name
     assert issubclass(relreps.AnchorError, relreps.RelrepsError)
     assert issubclass(relreps.RelrepsError, ValueError)
+
+
+# --------------------------------------------------------------------------- report tables
+
+def test_aggregate_mean_std_over_seeds():
+    from relreps.report import aggregate
+
+    rows = [{"m": "rel", "s": s, "acc": v} for s, v in enumerate([0.8, 0.9, 1.0])]
+    rows += [{"m": "abs", "s": 0, "acc": np.float32(0.25)}]
+    out = aggregate(rows, by=["m"], value="acc")
+    assert [r["m"] for r in out] == ["rel", "abs"]  # first-seen order
+    assert out[0]["mean"] == pytest.approx(0.9) and out[0]["n"] == 3
+    assert out[0]["std"] == pytest.approx(np.std([0.8, 0.9, 1.0]))
+    assert out[1] == {"m": "abs", "mean": 0.25, "std": 0.0, "n": 1}
+
+
+def test_pivot_table_and_formatting():
+    from relreps.report import fmt_mean_std, markdown_table, pivot_table
+
+    rows = [{"enc": e, "head": h, "seed": s, "acc": a}
+            for e, h, s, a in [("A", "x", 0, 0.5), ("A", "x", 1, 0.7), ("A", "y", 0, 0.9),
+                               ("B", "y", 0, 0.1)]]
+    md = pivot_table(rows, index="enc", columns="head", value="acc", digits=1, scale=100)
+    lines = md.splitlines()
+    assert lines[0] == "| enc \\ head | x | y |"
+    assert lines[2] == f"| A | {fmt_mean_std(0.6, np.std([0.5, 0.7]), 1, 100)} | 90.0 |"
+    assert lines[3] == "| B | - | 10.0 |"  # missing cell; one value shows no ± std
+    assert fmt_mean_std(0.123456, 0.01) == "0.12 ± 0.01"
+    assert fmt_mean_std(float("nan"), 0.1) == "-"
+    assert fmt_mean_std(None) == "-"
+    assert markdown_table(["a", "b"], [[1, 2]]) == "| a | b |\n|---|---|\n| 1 | 2 |"
