@@ -124,7 +124,7 @@ def distill_relative(student: nn.Module, x: np.ndarray, teacher_rel: np.ndarray,
             opt.zero_grad()
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             count += len(idx)
         history.append(total / max(count, 1))
     student.eval()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -12,31 +13,40 @@ NAME = "compare"
 DESCRIPTION = ("methods beyond the paper (translation, product of invariances, best-aligned and "
                "sparse anchors) vs cosine relative stitching on digits, text and images")
 
-# benchmark -> scale -> sizes
-_TEXT_SIZES = {"smoke": {"n_train": 300, "n_test": 200, "encoders": ("minilm-l6", "minilm-l3")},
-               "full": {"n_train": 2000, "n_test": 1000,
-                        "encoders": ("minilm-l6", "minilm-l3", "e5-small", "mpnet")}}
+# Text sizes match the text experiment's fixed subsets (issue 5), so the embedding cache is shared.
+_TEXT_SIZES = {"smoke": {"ag_news": (200, 120), "trec": (200, 120),
+                         "encoders": ("minilm-l6", "minilm-l3", "e5-small")},
+               "full": {"ag_news": (1500, 1000), "trec": (2000, 499),
+                        "encoders": ("minilm-l6", "minilm-l3", "e5-small")}}
+# Image sizes match the image experiment's (issue 4) CIFAR-10 subsets and feature batches.
 _IMAGE_SIZES = {"smoke": {"n_train": 300, "n_test": 200, "resolution": {"lite0": 128,
                                                                          "lite2": 128}},
-                "full": {"n_train": 2000, "n_test": 1000, "resolution": {"lite0": None,
+                "full": {"n_train": 3000, "n_test": 1000, "resolution": {"lite0": None,
                                                                           "lite2": None}}}
 
 
-def text_spaces(scale: str, encoders: tuple[str, ...] | None = None
-                ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray]:
-    """AG News embedded by the offline text encoders: (spaces, y_train, y_test).
+def _fixed_subset(labels: np.ndarray, n: int) -> np.ndarray:
+    try:  # the text experiment's subset, so both experiments embed the same texts once
+        from relreps.experiments.text import fixed_subset
+    except ImportError:
+        from relreps.datasets.images import stratified_subsample as fixed_subset
+    return fixed_subset(labels, n)
 
-    A fixed stratified subsample of the train and test splits (seed 0), so the embedding cache is
-    shared by every run of the same scale.
+
+def text_spaces(scale: str, dataset: str = "ag_news", encoders: Sequence[str] | None = None
+                ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray]:
+    """AG News or TREC embedded by the offline text encoders: (spaces, y_train, y_test).
+
+    Fixed class-stratified subsets of the train and test splits (independent of the run seed).
     """
-    from relreps.datasets.images import stratified_subsample
-    from relreps.datasets.text import load_ag_news
+    from relreps.datasets.text import load_text_dataset
     from relreps.encoders.text import load_text_encoder
 
     sizes = _TEXT_SIZES[scale]
-    ds = load_ag_news()
-    tr = ds.train.subset(stratified_subsample(ds.train.labels, sizes["n_train"], seed=0))
-    te = ds.test.subset(stratified_subsample(ds.test.labels, sizes["n_test"], seed=0))
+    n_train, n_test = sizes[dataset]
+    ds = load_text_dataset(dataset)
+    tr = ds.train.subset(_fixed_subset(ds.train.labels, n_train))
+    te = ds.test.subset(_fixed_subset(ds.test.labels, n_test))
     spaces = {}
     for name in encoders or sizes["encoders"]:
         enc = load_text_encoder(name)
@@ -110,7 +120,7 @@ def digits_data(scale: str) -> dict[str, Any]:
     x = (d.data / 16.0).astype(np.float32)
     x_tr, x_te, y_tr, y_te = train_test_split(x, d.target, test_size=0.25, random_state=0,
                                               stratify=d.target)
-    epochs = 25 if scale == "smoke" else 60
+    epochs = 20 if scale == "smoke" else 60
     encoders = {name: train_mlp_classifier(x_tr, y_tr, seed=s, latent_dim=w, epochs=epochs)
                 for name, s, w in _DIGITS_ENCODERS}
     spaces = {n: (_embed(e, x_tr), _embed(e, x_te)) for n, e in encoders.items()}
@@ -362,29 +372,31 @@ def _choice_matters(rows: list[dict[str, Any]]) -> list[str]:
 # -------------------------------------------------------------------------------------- run
 
 _SETTINGS = {
-    "smoke": {"seeds": 2, "digits": {"anchors": 64, "bank": 512, "k": 32,
-                                     "sweep": (8, 16, 64)},
-              "text": {"anchors": 100, "bank": 250, "k": 32, "sweep": (10, 50)},
+    "smoke": {"seeds": 2, "digits": {"anchors": 64, "bank": 512, "k": 32, "sweep": (8, 32)},
+              "ag_news": {"anchors": 48, "bank": 150, "k": 16, "sweep": (10, 48)},
+              "trec": {"anchors": 48, "bank": 150, "k": 16, "sweep": (10, 48)},
               "images": {"anchors": 100, "bank": 250, "k": 32, "sweep": (10, 50)}},
     "full": {"seeds": 3, "digits": {"anchors": 64, "bank": 1000, "k": 64,
                                     "sweep": (8, 16, 32, 64, 128, 256)},
-             "text": {"anchors": 500, "bank": 1500, "k": 100, "sweep": (10, 25, 50, 100, 300)},
-             "images": {"anchors": 500, "bank": 1500, "k": 100,
-                        "sweep": (10, 25, 50, 100, 300)}},
+             "ag_news": {"anchors": 300, "bank": 1000, "k": 64, "sweep": (10, 30, 100, 300)},
+             "trec": {"anchors": 300, "bank": 1000, "k": 64, "sweep": (10, 30, 100, 300)},
+             "images": {"anchors": 300, "bank": 1000, "k": 64, "sweep": (10, 30, 100, 300)}},
 }
 
 
-def _load(bench: str, scale: str) -> dict[str, Any]:
+def _load(bench: str, scale: str, options: dict[str, Any]) -> dict[str, Any]:
     if bench == "digits":
         return digits_data(scale)
-    if bench == "text":
-        spaces, ytr, yte = text_spaces(scale)
+    if bench in ("ag_news", "trec"):
+        enc = options.get("text_encoders")
+        spaces, ytr, yte = text_spaces(scale, bench, enc.split(",") if enc else None)
     elif bench == "images":
         spaces, ytr, yte = image_spaces(scale)
     else:
         from relreps.errors import RelrepsError
 
-        raise RelrepsError(f"unknown benchmark {bench!r}; choose from digits, text, images")
+        raise RelrepsError(f"unknown benchmark {bench!r}; choose from digits, ag_news, trec "
+                           "(text = both), images")
     return {"spaces": {k: (np.asarray(a, np.float64), np.asarray(b, np.float64))
                        for k, (a, b) in spaces.items()}, "y_train": ytr, "y_test": yte}
 
@@ -399,6 +411,7 @@ def run(ctx: RunContext) -> Results:
     default = "digits" if ctx.smoke else "digits,text,images"
     benches = [b.strip() for b in str(ctx.options.get("benchmarks", default)).split(",")
                if b.strip()]
+    benches = [x for b in benches for x in (("ag_news", "trec") if b == "text" else (b,))]
     do_sweep = str(ctx.options.get("sweep", "1")) not in ("0", "false", "no")
     cfg = _SETTINGS[ctx.scale]
     seeds = ctx.seeds(int(ctx.options.get("seeds", cfg["seeds"])))
@@ -406,7 +419,7 @@ def run(ctx: RunContext) -> Results:
     for bench in benches:
         t0 = time.perf_counter()
         try:
-            data = _load(bench, ctx.scale)
+            data = _load(bench, ctx.scale, ctx.options)
         except (ImportError, MissingDependencyError, DataNotFoundError, OSError) as e:
             msg = f"{bench}: skipped, its data or encoders are unavailable ({e})"
             ctx.log(msg)
@@ -443,7 +456,7 @@ def run(ctx: RunContext) -> Results:
                        "relative-similarity loss, no labels; teacher's head stitched on)"] = demo[0]
             res.summary.update(demo[1])
         if do_sweep:
-            names = list(spaces)[: int(ctx.options.get("sweep_spaces", 3))]
+            names = list(spaces)[: int(ctx.options.get("sweep_spaces", 2 if ctx.smoke else 3))]
             sub = {k: spaces[k] for k in names}
             sweep = anchor_count_sweep(sub, data["y_train"], data["y_test"], bc["sweep"],
                                        seeds=seeds[:2], center="anchors")
@@ -479,7 +492,7 @@ def _distillation(data: dict[str, Any], n_anchors: int, seeds: list[int], ctx: R
         idx = np.random.default_rng(seed).choice(len(tr), size=n_anchors, replace=False)
         r = distillation_demo(data["x_train"], data["y_train"], data["x_test"], data["y_test"],
                               tr, te, anchor_idx=idx, student_dim=48,
-                              epochs=30 if ctx.smoke else 80, seed=seed)
+                              epochs=20 if ctx.smoke else 80, seed=seed)
         out.append(r)
         ctx.log(f"[digits] distillation seed {seed}: student stitched "
                 f"{r['student_stitched_accuracy']:.3f} (untrained "

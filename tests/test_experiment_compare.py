@@ -1,0 +1,50 @@
+"""The compare experiment at smoke scale (digits): files, ranges and the qualitative claims."""
+
+import json
+
+import numpy as np
+import pytest
+
+from relreps.experiments import available, run_experiment
+
+
+def test_registered():
+    assert "compare" in available()
+
+
+@pytest.mark.slow
+def test_compare_smoke(tmp_path):
+    res = run_experiment("compare", scale="smoke", seed=0, out=tmp_path, options={"seeds": 1})
+    for f in ("results.json", "results.md", "meta.json"):
+        assert (tmp_path / f).exists()
+    data = json.loads((tmp_path / "results.json").read_text())
+    rows = [r for r in data["rows"] if r.get("kind") != "anchor_sweep"]
+    methods = {r["method"] for r in rows}
+    assert len(methods) == 9
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
+
+    def stitched(prefix):
+        return np.mean([r["accuracy"] for r in rows if r["method"].startswith(prefix)
+                        and r["stitched"]])
+
+    # absolute heads fail across seeds (near chance, 10 classes); every other method transfers
+    assert stitched("absolute") < 0.3
+    for m in methods - {"absolute (baseline)"}:
+        assert stitched(m) > 0.8, m
+    s = res.summary
+    assert s["digits_best_beats_cosine"] is True
+    assert s["digits_best_stitched_accuracy"] >= s["digits_cosine_stitched_accuracy"]
+    assert s["digits_distilled_student_accuracy"] > 0.8
+    sweep = [r for r in data["rows"] if r.get("kind") == "anchor_sweep"]
+    assert {r["method"] for r in sweep} == {"uniform", "kmeans", "farthest_point",
+                                            "best_aligned"}
+    md = (tmp_path / "results.md").read_text()
+    assert "latent translation (orthogonal)" in md and "anchor choice" in md
+
+
+def test_unknown_benchmark_is_an_error(tmp_path):
+    from relreps.errors import RelrepsError
+
+    with pytest.raises(RelrepsError):
+        run_experiment("compare", scale="smoke", out=tmp_path,
+                       options={"benchmarks": "nope", "sweep": "0"})

@@ -1,0 +1,86 @@
+"""Best-aligned anchor selection and the anchor-count sweep."""
+
+import numpy as np
+import pytest
+
+from relreps.errors import AnchorError, RelrepsError
+from relreps.selection import (anchor_alignment_scores, anchor_count_sweep, best_aligned_anchors,
+                               select_anchors)
+
+
+@pytest.fixture
+def spaces():
+    """B is a rotation of A except for the first 40 rows, which are scrambled in B: those
+    samples are bad anchors (their relative columns disagree across spaces)."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(200, 6))
+    q, _ = np.linalg.qr(rng.normal(size=(6, 6)))
+    b = a @ q
+    b[:40] = rng.normal(size=(40, 6)) * 2
+    return a, b
+
+
+def test_scores_flag_the_scrambled_rows(spaces):
+    a, b = spaces
+    s = anchor_alignment_scores([a, b], random_state=0)
+    assert s.shape == (200,)
+    assert s[40:].mean() > 0.6  # the reference sample includes the scrambled rows
+    assert s[:40].mean() < s[40:].mean() - 0.3
+
+
+def test_best_aligned_avoids_bad_anchors_and_uniform_does_not(spaces):
+    a, b = spaces
+    idx = best_aligned_anchors([a, b], 30, random_state=0)
+    assert len(idx) == 30 and len(set(idx)) == 30
+    assert (idx >= 40).all()
+    uni = select_anchors([a, b], 30, "uniform", random_state=0)
+    assert (uni < 40).any()
+
+
+def test_candidates_restrict_the_pool_and_redundancy_spreads_choices(spaces):
+    a, b = spaces
+    cand = np.arange(100, 200)
+    idx = best_aligned_anchors([a, b], 10, candidates=cand, random_state=1)
+    assert set(idx) <= set(cand)
+    # without the penalty the choice is the top of the score; with it, columns are less similar
+    greedy = best_aligned_anchors([a, b], 10, redundancy=0.0, random_state=1)
+    spread = best_aligned_anchors([a, b], 10, redundancy=1.0, random_state=1)
+
+    def max_corr(ix):
+        from relreps.projection import relative_projection
+
+        r = relative_projection(a, a[ix], center="anchors")
+        c = np.corrcoef(r.T)
+        return np.abs(c[np.triu_indices(len(ix), 1)]).mean()
+
+    assert max_corr(spread) < max_corr(greedy)
+
+
+def test_errors(spaces):
+    a, b = spaces
+    with pytest.raises(AnchorError):
+        best_aligned_anchors([a], 5)
+    with pytest.raises(AnchorError):
+        best_aligned_anchors([a, b[:-1]], 5)
+    with pytest.raises(AnchorError):
+        best_aligned_anchors([a, b], 0)
+    with pytest.raises(AnchorError):
+        best_aligned_anchors([a, b], 5, candidates=[1, 1, 2, 3, 4])
+
+
+def test_sweep_rows_and_choice():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 40)
+    centers = rng.normal(size=(3, 5)) * 3
+    x = centers[y] + rng.normal(size=(120, 5))
+    q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    spaces = {"a": (x[:90], x[90:]), "b": (x[:90] @ q, x[90:] @ q)}
+    rows = anchor_count_sweep(spaces, y[:90], y[90:], counts=(6, 12),
+                              methods=("uniform", "best_aligned"), seeds=(0,))
+    assert len(rows) == 4
+    assert {r["method"] for r in rows} == {"uniform", "best_aligned"}
+    for r in rows:  # a rotation is invisible to cosine relative spaces: stitching is lossless
+        assert r["stitched"] == pytest.approx(r["non_stitched"], abs=0.05)
+        assert 0.5 < r["stitched"] <= 1.0
+    with pytest.raises(RelrepsError):
+        anchor_count_sweep(spaces, y[:90], y[90:], counts=(6,), methods=("random",))
