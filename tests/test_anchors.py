@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from relreps import anchors as A
 from relreps.errors import AnchorError, RelrepsError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SETTINGS = settings(max_examples=10, deadline=None, derandomize=True)
 
 

@@ -43,12 +43,15 @@ def test_content_key_is_stable_across_calls_and_processes():
             None, bytearray(b"raw"))
     assert C.content_key(*same) == key
     # Another interpreter (other hash seed, other object ids) computes the same key.
-    code = ("import numpy as np; from relreps.cache import content_key; "
+    # (cache.py is loaded on its own: importing the relreps package would load torch, slowly.)
+    code = ("import importlib.util as u, numpy as np; "
+            "spec = u.spec_from_file_location('c', r'" + str(Path(C.__file__)) + "'); "
+            "m = u.module_from_spec(spec); spec.loader.exec_module(m); "
+            "content_key = m.content_key; "
             "print(content_key('encode-v1', 'minilm', ['a text', 'another'], "
             "np.arange(6, dtype=np.float32).reshape(2, 3), {'b': 2, 'a': [1, 2]}, 3, 0.5, None, "
             "b'raw'))")
-    env = {**os.environ, "PYTHONHASHSEED": "12345",
-           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          check=True, timeout=120)
     assert out.stdout.strip() == key

@@ -12,7 +12,9 @@ from relreps import metrics as M
 from relreps import relative_projection
 from relreps.errors import RelrepsError
 
-SETTINGS = settings(max_examples=12, deadline=None, derandomize=True)
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SETTINGS = settings(max_examples=8, deadline=None, derandomize=True)
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -17,6 +17,8 @@ from relreps.nn import (
     TorchClassifier,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _latents(n: int = 16, k: int = 5, d: int = 4, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
@@ -190,9 +192,9 @@ def _small_head(d: int, c: int) -> nn.Module:
 
 
 def test_torch_classifier_learns_a_separable_problem_deterministically():
-    x, y = _separable(n=120)
+    x, y = _separable(n=96)
     xt, yt = _separable(seed=1)
-    kw = dict(module_factory=_small_head, epochs=10, batch_size=32, lr=1e-2)
+    kw = dict(module_factory=_small_head, epochs=8, batch_size=32, lr=1e-2)
     clf = TorchClassifier(random_state=0, **kw).fit(x, y)
     assert list(clf.classes_) == ["a", "b", "c"]
     pred = clf.predict(xt)

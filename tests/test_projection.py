@@ -17,6 +17,8 @@ from relreps import RelativeProjection, relative_projection
 from relreps import similarity as S
 from relreps.errors import AnchorError, RelrepsError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _data(seed: int = 0, n: int = 20, k: int = 5, d: int = 4):
     rng = np.random.default_rng(seed)

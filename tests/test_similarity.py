@@ -21,6 +21,8 @@ from relreps import relative_projection
 from relreps import similarity as S
 from relreps.errors import RelrepsError
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 SIMILARITIES = S.available()
 DTYPES = [np.float32, np.float64]
 CENTERS = [None, "anchors"]

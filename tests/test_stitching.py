@@ -9,6 +9,8 @@ from sklearn.linear_model import LogisticRegression
 from relreps.errors import AnchorError, RelrepsError
 from relreps.stitching import StitchingResult, make_head, score, stitching_matrix
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 N_CLASSES = 4
 
 
