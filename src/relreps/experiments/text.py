@@ -28,10 +28,10 @@ DESCRIPTION = ("Text: zero-shot stitching across encoders (AG News, TREC; MiniLM
 SIZES: dict[str, dict[str, Any]] = {
     "smoke": dict(ag_train=160, ag_test=80, trec_train=160, trec_test=80, n_anchors=40,
                   seeds=2, encoders=["minilm-l6", "minilm-l3", "e5-small"], xl_pool=48,
-                  xl_anchors=40, pt_test=32, head="logreg"),
+                  xl_anchors=40, pt_test=32, head="logreg-c0.01"),
     "full": dict(ag_train=1000, ag_test=600, trec_train=1000, trec_test=499, n_anchors=768,
                  seeds=5, encoders=["minilm-l6", "mpnet", "minilm-l3", "e5-small"], xl_pool=800,
-                 xl_anchors=512, pt_test=400, head="logreg"),
+                 xl_anchors=512, pt_test=400, head="logreg-c0.01"),
 }
 
 #: Seed of the fixed (run-independent) subsets of the data sets.
@@ -51,6 +51,25 @@ def _config(ctx: RunContext) -> dict[str, Any]:
             v = [e for e in v.split(",") if e]
         cfg[k] = v
     return cfg
+
+
+def make_head(name: str):
+    """The classifier head: "logreg-cC" (standardised features, L2 logistic regression with
+    C=C), or anything `relreps.stitching.make_head` accepts ("logreg" is C=1, "mlp" the paper's
+    MLP head)."""
+    if name.startswith("logreg-c"):
+        c = float(name[len("logreg-c"):])
+
+        def factory(seed: int):
+            from sklearn.linear_model import LogisticRegression
+            from sklearn.pipeline import make_pipeline
+            from sklearn.preprocessing import StandardScaler
+
+            return make_pipeline(StandardScaler(),
+                                 LogisticRegression(C=c, max_iter=2000, random_state=seed))
+
+        return factory
+    return name
 
 
 def fixed_subset(labels: np.ndarray, n: int, seed: int = SUBSET_SEED) -> np.ndarray:
@@ -161,6 +180,7 @@ def cross_architecture(data: _Data, cfg: dict[str, Any], seeds: list[int], log
     from relreps.stitching import stitching_matrix
 
     out = {}
+    head = make_head(cfg["head"])
     for ds, (tr, te) in data.splits.items():
         spaces = {enc: data.english(ds, enc) for enc in cfg["encoders"]}
         n_anchors = min(int(cfg["n_anchors"]), len(tr))
@@ -168,7 +188,7 @@ def cross_architecture(data: _Data, cfg: dict[str, Any], seeds: list[int], log
             log(f"[text] {ds}: {label} stitching, {len(spaces)} encoders, {len(seeds)} seeds")
             out[(ds, label)] = stitching_matrix(
                 spaces, tr.labels, te.labels, anchors=_anchor_fn(tr.labels, n_anchors),
-                space=space, center=center, head=cfg["head"], seeds=seeds)
+                space=space, center=center, head=head, seeds=seeds)
     return out
 
 
@@ -185,6 +205,7 @@ def cross_lingual(data: _Data, cfg: dict[str, Any], seeds: list[int], log
     from relreps.stitching import stitching_matrix
 
     encoders = list(cfg["encoders"])
+    head = make_head(cfg["head"])
     rows: list[dict[str, Any]] = []
 
     def add(res, task: str, anchors: str, variant: str) -> None:
@@ -199,7 +220,7 @@ def cross_lingual(data: _Data, cfg: dict[str, Any], seeds: list[int], log
     for space, label, center in VARIANTS:
         log(f"[text] TREC en <-> hi: {label}")
         res = stitching_matrix(spaces, tr.labels, te.labels, space=space, center=center,
-                               anchors=_anchor_fn(tr.labels, n_anchors), head=cfg["head"],
+                               anchors=_anchor_fn(tr.labels, n_anchors), head=head,
                                seeds=seeds)
         add(res, "TREC en<->hi", "parallel (TREC train)" if space == "relative" else "-", label)
 
@@ -234,14 +255,14 @@ def cross_lingual(data: _Data, cfg: dict[str, Any], seeds: list[int], log
         return anc
 
     log("[text] AG News en -> pt: absolute")
-    add(stitching_matrix(spaces, ag_tr.labels, y_test, space="absolute", head=cfg["head"],
+    add(stitching_matrix(spaces, ag_tr.labels, y_test, space="absolute", head=head,
                          seeds=seeds, fit_spaces=fit), "AG News en->pt", "-", "absolute")
     for anchors_name, fn in (("translated (AG News)", translated),
                              ("out-of-domain (TREC)", out_of_domain)):
         for _space, label, center in VARIANTS[1:]:
             log(f"[text] AG News en -> pt: {label}, {anchors_name} anchors")
             res = stitching_matrix(spaces, ag_tr.labels, y_test, space="relative", center=center,
-                                   anchors=fn, head=cfg["head"], seeds=seeds, fit_spaces=fit)
+                                   anchors=fn, head=head, seeds=seeds, fit_spaces=fit)
             add(res, "AG News en->pt", anchors_name, label)
     return rows
 
@@ -413,8 +434,11 @@ def run(ctx: RunContext) -> Results:
     })
     notes = [
         f"Encoders: {', '.join(cfg['encoders'])}; e5 texts are prefixed 'query: '. Head: "
-        f"{cfg['head']} (the paper trained an MLP head on RoBERTa/BERT/ELECTRA/XLM-R, which are "
-        "not available offline).",
+        f"{cfg['head']} (the same head for absolute and relative spaces; 'logreg-c0.01' is "
+        "standardised features + logistic regression with C=0.01, chosen in one quick check on "
+        "MiniLM-L3/AG News relative features, 0.84 accuracy vs 0.78 at C=1 and 4x faster; the "
+        "paper trained an MLP head on RoBERTa/BERT/ELECTRA/XLM-R, which are not available "
+        "offline).",
         "AG News: only the official test split exists offline; it is split once (fixed, "
         "stratified, 75/25, seed 0) and fixed stratified subsets of "
         f"{cfg['ag_train']} train / {cfg['ag_test']} test rows are used; TREC: "
