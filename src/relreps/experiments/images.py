@@ -1,0 +1,464 @@
+"""Image experiments: AE/VAE zero-shot stitching (paper 5.1), training with the relative layer
+(section 4) and cross-architecture classifier stitching EfficientNet-Lite0 <-> Lite2 (5.3).
+
+Options (`--opt KEY=VALUE`): `parts=1,2,3`, `datasets=mnist,fashion-mnist,cifar10`, `seeds=N`,
+and any key of the scale's configuration (`ae_n_train`, `ae_epochs`, `cifar_n_train`, ...).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from relreps.experiments.base import Results, RunContext
+
+NAME = "images"
+DESCRIPTION = ("MNIST/Fashion-MNIST/CIFAR-10: AE/VAE zero-shot stitching, CNN and frozen "
+               "EfficientNet classifiers with/without the relative layer, Lite0<->Lite2 stitching")
+
+DATA_SEED = 0  # subsamples of the data sets do not change with the run seed (feature cache)
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "seeds": 2, "datasets": "mnist,fashion-mnist,cifar10",
+        "ae_n_train": 300, "ae_n_test": 100, "ae_epochs": 2, "ae_epochs_cifar": 2,
+        "ae_anchors": 100, "ae_latent": 32, "ae_lr": 2e-3, "kl_weight": 0.05,
+        "cnn_n_train": 300, "cnn_n_test": 200, "cnn_epochs": 2, "cnn_anchors": 50,
+        "cnn_lr": 2e-3,
+        "cifar_n_train": 300, "cifar_n_test": 200, "cifar_resolution": 64, "cifar_anchors": 100,
+        "head_epochs": 10, "batch_size": 64, "ae_batch_size": 64,
+    },
+    "full": {
+        "seeds": 3, "datasets": "mnist,fashion-mnist,cifar10",
+        "ae_n_train": 2000, "ae_n_test": 1000, "ae_epochs": 8, "ae_epochs_cifar": 6,
+        "ae_anchors": 500, "ae_latent": 32, "ae_lr": 2e-3, "kl_weight": 0.05,
+        "cnn_n_train": 2000, "cnn_n_test": 1000, "cnn_epochs": 4, "cnn_anchors": 300,
+        "cnn_lr": 2e-3,
+        "cifar_n_train": 2000, "cifar_n_test": 1000, "cifar_resolution": 0, "cifar_anchors": 500,
+        "head_epochs": 40, "batch_size": 64, "ae_batch_size": 32,
+    },
+}
+
+
+def _config(ctx: RunContext) -> dict[str, Any]:
+    cfg = dict(CONFIGS[ctx.scale])
+    for k, v in ctx.options.items():
+        if k == "parts":
+            continue
+        if k not in cfg:
+            raise ValueError(f"unknown option {k!r}; known: parts, {', '.join(cfg)}")
+        cfg[k] = type(cfg[k])(v)
+    return cfg
+
+
+def _load(name: str, split: str, n: int):
+    from relreps.datasets.images import load_image_dataset
+
+    return load_image_dataset(name, split=split, n=n, seed=DATA_SEED)
+
+
+def _anchor_idx(y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    from relreps.anchors import sample_anchors
+
+    return np.asarray(sample_anchors(np.zeros((len(y), 1)), n, method="stratified", y=y,
+                                     random_state=seed))
+
+
+def _pairs(seeds: list[int]) -> list[tuple[int, int]]:
+    return [(i, j) for i in seeds for j in seeds]
+
+
+# ------------------------------------------------------------------ part 1: AE/VAE stitching
+
+def _part1(ctx: RunContext, cfg: dict[str, Any], res: Results, datasets: list[str]) -> None:
+    import torch
+
+    from relreps.errors import DataNotFoundError
+    from relreps.models.vision import (
+        ImageAutoencoder,
+        TrainConfig,
+        reconstruction_mse,
+        stitch_reconstruct,
+        train_autoencoder,
+    )
+
+    seeds = ctx.seeds(cfg["seeds"])
+    rows: list[dict[str, Any]] = []
+    figure_models: dict[str, dict] = {}
+    for ds in datasets:
+        try:
+            tr = _load(ds, "train", cfg["ae_n_train"])
+            te = _load(ds, "test", cfg["ae_n_test"])
+        except DataNotFoundError as e:
+            res.notes.append(f"part 1 skipped {ds}: {e}")
+            continue
+        aidx = _anchor_idx(tr.y, cfg["ae_anchors"], ctx.seed)
+        epochs = cfg["ae_epochs_cifar"] if ds == "cifar10" else cfg["ae_epochs"]
+        c, s = tr.x.shape[1], tr.x.shape[2]
+        for model in ("AE", "VAE"):
+            for space in ("absolute", "relative"):
+                trained = {}
+                t0 = time.perf_counter()
+                for seed in seeds:
+                    torch.manual_seed(seed)
+                    m = ImageAutoencoder(c, s, cfg["ae_latent"], variational=model == "VAE",
+                                         relative=space == "relative",
+                                         n_anchors=cfg["ae_anchors"])
+                    m.set_anchors(tr.x[aidx])
+                    tc = TrainConfig(epochs=epochs, batch_size=cfg["ae_batch_size"],
+                                     lr=cfg["ae_lr"], kl_weight=cfg["kl_weight"], seed=seed)
+                    train_autoencoder(m, tr.x, tc, desc=f"{ds} {model} {space} seed {seed}")
+                    trained[seed] = m
+                ctx.log(f"[images] {ds} {model} {space}: {len(seeds)} models in "
+                        f"{time.perf_counter() - t0:.0f} s")
+                for i, j in _pairs(seeds):
+                    mse = reconstruction_mse(stitch_reconstruct(trained[i], trained[j], te.x),
+                                             te.x)
+                    rows.append({"part": "ae_stitching", "dataset": ds, "model": model,
+                                 "space": space, "variant": f"{model} {space}",
+                                 "encoder_seed": i, "decoder_seed": j, "stitched": i != j,
+                                 "stitch": "stitched" if i != j else "non-stitched",
+                                 "mse": mse})
+                if model == "AE":
+                    figure_models.setdefault(ds, {"test": te})[space] = trained
+    if not rows:
+        return
+    res.rows.extend(rows)
+    from relreps.report import markdown_table, pivot_table
+
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        sub = [r for r in rows if r["dataset"] == ds]
+        res.tables[f"1. Zero-shot AE/VAE stitching: reconstruction MSE, {ds}"] = pivot_table(
+            sub, index="variant", columns="stitch", value="mse", digits=4)
+    # goals: relative stitched within 1.5x of non-stitched; absolute stitched >= 3x
+    goal_rows = []
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        for model in ("AE", "VAE"):
+            ratios = {}
+            for space in ("absolute", "relative"):
+                sub = [r for r in rows if (r["dataset"], r["model"], r["space"]) == (ds, model,
+                                                                                      space)]
+                st = np.mean([r["mse"] for r in sub if r["stitched"]])
+                ns = np.mean([r["mse"] for r in sub if not r["stitched"]])
+                ratios[space] = float(st / ns)
+            ok = ratios["relative"] <= 1.5 and ratios["absolute"] >= 3.0
+            goal_rows.append([ds, model, f"{ratios['absolute']:.2f}", f"{ratios['relative']:.2f}",
+                              "yes" if ok else "no"])
+            res.summary[f"ae_ratio_{ds}_{model}_absolute"] = round(ratios["absolute"], 3)
+            res.summary[f"ae_ratio_{ds}_{model}_relative"] = round(ratios["relative"], 3)
+            res.summary[f"ae_goal_{ds}_{model}"] = ok
+    res.tables["1. Stitched / non-stitched MSE ratio (goal: relative <= 1.5, absolute >= 3)"] = \
+        markdown_table(["dataset", "model", "absolute ratio", "relative ratio", "goal met"],
+                       goal_rows)
+    _reconstruction_figure(ctx, res, figure_models, seeds)
+    first = next(iter(figure_models), None)
+    if first is not None:
+        _latent_figure(ctx, res, figure_models[first], seeds, first)
+
+
+def _reconstruction_figure(ctx: RunContext, res: Results, figure_models: dict,
+                           seeds: list[int]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from relreps.models.vision import stitch_reconstruct
+
+    if len(seeds) < 2 or not figure_models:
+        return
+    a, b = seeds[0], seeds[1]
+    n_cols = 8
+    row_labels = ["original", f"abs. same seed ({a}->{a})", f"abs. stitched ({b}->{a})",
+                  f"rel. same seed ({a}->{a})", f"rel. stitched ({b}->{a})"]
+    n_rows = len(row_labels) * len(figure_models)
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(n_cols * 1.0, n_rows * 1.05))
+    axes = np.atleast_2d(axes)
+    r0 = 0
+    for ds, info in figure_models.items():
+        te = info["test"]
+        idx = [int(np.flatnonzero(te.y == c)[0]) for c in range(te.n_classes)
+               if np.any(te.y == c)][:n_cols]
+        x = te.x[idx]
+        imgs = [x,
+                stitch_reconstruct(info["absolute"][a], info["absolute"][a], x),
+                stitch_reconstruct(info["absolute"][b], info["absolute"][a], x),
+                stitch_reconstruct(info["relative"][a], info["relative"][a], x),
+                stitch_reconstruct(info["relative"][b], info["relative"][a], x)]
+        for k, batch in enumerate(imgs):
+            for col in range(n_cols):
+                ax = axes[r0 + k, col]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if col >= len(batch):
+                    ax.axis("off")
+                    continue
+                im = np.clip(batch[col].transpose(1, 2, 0), 0, 1)
+                ax.imshow(im[..., 0] if im.shape[2] == 1 else im, cmap="gray", vmin=0, vmax=1)
+                if col == 0:
+                    ax.set_ylabel(f"{ds}\n{row_labels[k]}" if k == 0 else row_labels[k],
+                                  fontsize=6, rotation=0, ha="right", va="center")
+        r0 += len(imgs)
+    fig.suptitle("AE reconstructions: encoder seed -> decoder seed", fontsize=9)
+    fig.tight_layout()
+    path = ctx.figure_path("ae_reconstructions")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    res.figures.append(path.name)
+
+
+def _pca2(x: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
+    """2-D PCA of x; with `ref`, component signs flipped to agree with ref (same rows)."""
+    xc = x - x.mean(0)
+    _, _, vt = np.linalg.svd(xc, full_matrices=False)
+    p = xc @ vt[:2].T
+    if ref is not None:
+        for k in range(2):
+            if np.dot(p[:, k], ref[:, k]) < 0:
+                p[:, k] = -p[:, k]
+    return p
+
+
+def _latent_figure(ctx: RunContext, res: Results, info: dict, seeds: list[int],
+                   ds: str) -> None:
+    """The paper's first figure: two seeds' latent spaces, absolute vs relative, PCA by class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from relreps.metrics import mean_cosine
+    from relreps.models.vision import latents, relative_latents
+
+    if len(seeds) < 2:
+        return
+    te = info["test"]
+    a, b = seeds[0], seeds[1]
+    spaces = {"absolute": [latents(info["absolute"][s], te.x) for s in (a, b)],
+              "relative": [relative_latents(info["relative"][s], te.x) for s in (a, b)]}
+    fig, axes = plt.subplots(2, 2, figsize=(8, 7.5))
+    for r, (space, (za, zb)) in enumerate(spaces.items()):
+        pa = _pca2(za)
+        pb = _pca2(zb, ref=pa)
+        for c, (p, s) in enumerate(((pa, a), (pb, b))):
+            ax = axes[r, c]
+            sc = ax.scatter(p[:, 0], p[:, 1], c=te.y, cmap="tab10", s=4, vmin=-0.5, vmax=9.5)
+            ax.set_title(f"{space} latent, seed {s}", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        cos = mean_cosine(za, zb)
+        res.summary[f"latent_cross_seed_mean_cosine_{space}"] = round(float(cos), 4)
+    fig.colorbar(sc, ax=axes, ticks=range(10), fraction=0.03, label="class")
+    fig.suptitle(f"{ds} AE latents of two seeds (PCA, test set): absolute vs relative",
+                 fontsize=10)
+    path = ctx.figure_path("latent_spaces")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    res.figures.append(path.name)
+    res.notes.append(f"Latent figure ({ds}): mean cosine between the same test images' latents of "
+                     f"seeds {a} and {b}: absolute "
+                     f"{res.summary['latent_cross_seed_mean_cosine_absolute']:.3f}, relative "
+                     f"{res.summary['latent_cross_seed_mean_cosine_relative']:.3f}.")
+
+
+# ------------------------------------------------------------------ part 2: classifiers
+
+def _cnn_part(ctx: RunContext, cfg: dict[str, Any], res: Results, datasets: list[str]) -> None:
+    import torch
+
+    from relreps.errors import DataNotFoundError
+    from relreps.models.vision import CNNClassifier, TrainConfig, stitch_logits, train_classifier
+    from relreps.stitching import score
+
+    seeds = ctx.seeds(cfg["seeds"])
+    for ds in [d for d in datasets if d != "cifar10"]:
+        try:
+            tr = _load(ds, "train", cfg["cnn_n_train"])
+            te = _load(ds, "test", cfg["cnn_n_test"])
+        except DataNotFoundError as e:
+            res.notes.append(f"part 2 skipped {ds}: {e}")
+            continue
+        aidx = _anchor_idx(tr.y, cfg["cnn_anchors"], ctx.seed)
+        for space in ("absolute", "relative"):
+            trained = {}
+            t0 = time.perf_counter()
+            for seed in seeds:
+                torch.manual_seed(seed)
+                m = CNNClassifier(tr.x.shape[1], tr.x.shape[2], tr.n_classes,
+                                  relative=space == "relative", n_anchors=cfg["cnn_anchors"])
+                m.set_anchors(tr.x[aidx])
+                tc = TrainConfig(epochs=cfg["cnn_epochs"], batch_size=cfg["batch_size"],
+                                 lr=cfg["cnn_lr"], seed=seed)
+                train_classifier(m, tr.x, tr.y, tc, desc=f"{ds} CNN {space} seed {seed}")
+                trained[seed] = m
+            ctx.log(f"[images] {ds} CNN {space}: {len(seeds)} models in "
+                    f"{time.perf_counter() - t0:.0f} s")
+            for i, j in _pairs(seeds):
+                pred = stitch_logits(trained[i], trained[j], te.x).argmax(1)
+                row = {"dataset": ds, "backbone": "CNN", "space": space, "encoder_seed": i,
+                       "head_seed": j, "seed": j, "stitched": i != j,
+                       "accuracy": score(te.y, pred, "accuracy"),
+                       "f1_weighted": score(te.y, pred, "f1_weighted")}
+                if i == j:
+                    res.rows.append({"part": "classification", **row})
+                res.rows.append({"part": "cnn_stitching", **row,
+                                 "stitch": "stitched" if i != j else "non-stitched"})
+
+
+def _cifar_features(cfg: dict[str, Any]) -> dict[str, Any]:
+    from relreps.encoders.vision import EfficientNetLiteEncoder
+
+    tr = _load("cifar10", "train", cfg["cifar_n_train"])
+    te = _load("cifar10", "test", cfg["cifar_n_test"])
+    res = cfg["cifar_resolution"] or None
+    out: dict[str, Any] = {"y_train": tr.y, "y_test": te.y}
+    for variant in ("lite0", "lite2"):
+        enc = EfficientNetLiteEncoder(variant, resolution=res)
+        out[variant] = (enc.encode(tr.x), enc.encode(te.x))
+        out[f"{variant}_name"] = enc.name
+    return out
+
+
+def _head_factory(epochs: int):
+    from relreps.nn import RelativeClassifierHead, TorchClassifier
+
+    def make(seed: int) -> Any:
+        return TorchClassifier(lambda d, c: RelativeClassifierHead(d, c), epochs=epochs,
+                               random_state=seed)
+    return make
+
+
+def _cifar_parts(ctx: RunContext, cfg: dict[str, Any], res: Results, parts: set[int]) -> None:
+    from relreps.errors import DataNotFoundError, MissingDependencyError
+    from relreps.stitching import stitching_matrix
+
+    try:
+        feats = _cifar_features(cfg)
+    except (DataNotFoundError, MissingDependencyError) as e:
+        res.notes.append(f"CIFAR-10 EfficientNet parts skipped: {e}")
+        return
+    seeds = ctx.seeds(cfg["seeds"])
+    aidx = _anchor_idx(feats["y_train"], cfg["cifar_anchors"], ctx.seed)
+    head = _head_factory(cfg["head_epochs"])
+    results = {}
+    for space in ("relative", "absolute"):
+        results[space] = stitching_matrix(
+            {"Lite0": feats["lite0"], "Lite2": feats["lite2"]}, feats["y_train"],
+            feats["y_test"], anchors=aidx, space=space, center="anchors", head=head,
+            seeds=seeds)
+    if 2 in parts:
+        for space, sr in results.items():
+            for r in sr.rows:
+                if r["fit_space"] == "Lite0" and r["eval_space"] == "Lite0":
+                    res.rows.append({"part": "classification", "dataset": "cifar10",
+                                     "backbone": "EfficientNet-Lite0 (frozen)", "space": space,
+                                     "seed": r["seed"], "accuracy": r["accuracy"],
+                                     "f1_weighted": r["f1_weighted"]})
+    if 3 in parts:
+        for space, sr in results.items():
+            for r in sr.rows:
+                res.rows.append({"part": "cross_architecture", **r,
+                                 "stitch": "stitched" if r["stitched"] else "non-stitched"})
+            for metric in ("accuracy", "f1_weighted"):
+                res.tables[f"3. CIFAR-10 Lite0 <-> Lite2 stitching, {space} heads, {metric} (%)"] \
+                    = sr.to_markdown(metric)
+            summ = sr.summary("accuracy")
+            for k, v in summ.items():
+                res.summary[f"xarch_{space}_{k}"] = round(float(v), 4)
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
+        for ax, space in zip(axes, ("relative", "absolute")):
+            results[space].heatmap(None, "accuracy", title=f"{space} head accuracy", ax=ax)
+        fig.tight_layout()
+        path = ctx.figure_path("cross_architecture_stitching")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        res.figures.append(path.name)
+        rel, ab = results["relative"].summary("accuracy"), results["absolute"].summary("accuracy")
+        res.summary["xarch_goal_relative_ge_85pct"] = bool(rel["ratio"] >= 0.85)
+        res.summary["xarch_absolute_stitched_vs_chance"] = round(ab["stitched_mean"] / 0.1, 2)
+        res.notes.append(
+            f"Cross-architecture features: {feats['lite0_name']} and {feats['lite2_name']}, "
+            f"{len(feats['y_train'])} train / {len(feats['y_test'])} test CIFAR-10 images, "
+            f"{cfg['cifar_anchors']} class-stratified anchors, cosine on anchor-centred "
+            "features, the paper's head (LayerNorm, Linear, Tanh, per-anchor batch "
+            f"normalisation, Linear), {cfg['head_epochs']} epochs; the absolute head is the same "
+            "module on the raw 1280-d features (both encoders are 1280-d).")
+
+
+# ------------------------------------------------------------------ entry point
+
+def _classification_tables(res: Results) -> None:
+    from relreps.report import markdown_table, pivot_table
+
+    cls = [r for r in res.rows if r["part"] == "classification"]
+    if cls:
+        for r in cls:
+            r["setting"] = f"{r['dataset']} ({r['backbone']})"
+        for metric in ("accuracy", "f1_weighted"):
+            res.tables[f"2. Classification with/without the relative layer, {metric} (%)"] = \
+                pivot_table(cls, index="setting", columns="space", value=metric, digits=2,
+                            scale=100)
+        gaps = []
+        for setting in dict.fromkeys(r["setting"] for r in cls):
+            acc = {s: np.mean([r["accuracy"] for r in cls
+                               if r["setting"] == setting and r["space"] == s])
+                   for s in ("absolute", "relative")}
+            gap = 100 * (acc["relative"] - acc["absolute"])
+            gaps.append([setting, f"{100 * acc['absolute']:.2f}", f"{100 * acc['relative']:.2f}",
+                         f"{gap:+.2f}", "yes" if abs(gap) <= 2 else "no"])
+            res.summary[f"cls_gap_points_{setting}"] = round(float(gap), 2)
+        res.tables["2. Relative - absolute accuracy (goal: within 2 points)"] = markdown_table(
+            ["setting", "absolute", "relative", "gap (points)", "goal met"], gaps)
+    st = [r for r in res.rows if r["part"] == "cnn_stitching"]
+    if st:
+        for r in st:
+            r["variant"] = f"{r['dataset']} CNN {r['space']}"
+        res.tables["3b. Seed-to-seed stitching of the CNN classifiers, accuracy (%)"] = \
+            pivot_table(st, index="variant", columns="stitch", value="accuracy", digits=2,
+                        scale=100)
+        for ds in dict.fromkeys(r["dataset"] for r in st):
+            for space in ("absolute", "relative"):
+                sub = [r for r in st if r["dataset"] == ds and r["space"] == space]
+                s_ = np.mean([r["accuracy"] for r in sub if r["stitched"]])
+                n_ = np.mean([r["accuracy"] for r in sub if not r["stitched"]])
+                res.summary[f"cnn_stitch_ratio_{ds}_{space}"] = round(float(s_ / n_), 4)
+
+
+def run(ctx: RunContext) -> Results:
+    cfg = _config(ctx)
+    parts = {int(p) for p in str(ctx.options.get("parts", "1,2,3")).split(",") if p.strip()}
+    datasets = [d.strip() for d in cfg["datasets"].split(",") if d.strip()]
+    res = Results()
+    timings = {}
+    if 1 in parts:
+        t0 = time.perf_counter()
+        _part1(ctx, cfg, res, datasets)
+        timings["part1_ae_stitching_s"] = round(time.perf_counter() - t0, 1)
+    if parts & {2, 3}:
+        t0 = time.perf_counter()
+        _cnn_part(ctx, cfg, res, datasets)
+        timings["part2_cnn_s"] = round(time.perf_counter() - t0, 1)
+    if "cifar10" in datasets and parts & {2, 3}:
+        t0 = time.perf_counter()
+        _cifar_parts(ctx, cfg, res, parts)
+        timings["cifar_efficientnet_s"] = round(time.perf_counter() - t0, 1)
+    _classification_tables(res)
+    res.summary.update(timings)
+    res.summary["config"] = cfg
+    res.notes.append(
+        "Not available offline, so not reproduced: CIFAR-100 and the paper's ViT/RexNet weights "
+        "(cross-architecture stitching uses EfficientNet-Lite0/Lite2 ImageNet weights only).")
+    res.notes.append(
+        f"Scale {ctx.scale}: AE {cfg['ae_n_train']} train / {cfg['ae_n_test']} test images per "
+        f"data set, {cfg['ae_epochs']} epochs ({cfg['ae_epochs_cifar']} on CIFAR-10), "
+        f"{cfg['ae_anchors']} anchors; CNN {cfg['cnn_n_train']} / {cfg['cnn_n_test']}, "
+        f"{cfg['cnn_epochs']} epochs, {cfg['cnn_anchors']} anchors; {cfg['seeds']} seeds. "
+        "The paper trains on the full data sets for many more epochs.")
+    return res
