@@ -40,6 +40,7 @@ def test_compare_smoke(tmp_path):
                                             "best_aligned"}
     md = (tmp_path / "results.md").read_text()
     assert "latent translation (orthogonal)" in md and "anchor choice" in md
+    assert (tmp_path / "compare-digits.png").stat().st_size > 1000
 
 
 def test_unknown_benchmark_is_an_error(tmp_path):

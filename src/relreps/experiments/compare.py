@@ -1,4 +1,24 @@
-"""Beyond the paper: every latent-communication method on the same benchmarks, in one table."""
+"""Beyond the paper: every latent-communication method on the same benchmarks, in one table.
+
+Benchmarks: ``digits`` (scikit-learn digits, three MLP encoders of different seeds and widths,
+trained in seconds; always available), ``ag_news`` and ``trec`` (``text`` = both; the offline
+sentence encoders of :mod:`relreps.encoders.text`) and ``images`` (CIFAR-10 features of frozen
+EfficientNet-Lite0/Lite2). A benchmark whose data or encoders are missing is skipped with a note.
+
+Methods (zero-shot: a head fitted on encoder B's space classifies encoder A's test set): absolute
+(baseline), relative cosine (the paper), relative centred cosine, product of invariances
+(cosine, Euclidean, L1, L-infinity; row-standardised, concatenated, centred), latent translation
+(orthogonal, least squares, affine; B's absolute head reused), relative with best-aligned anchors,
+sparse top-k relative over a larger anchor bank. On digits, a fresh encoder is also trained with
+the relative-similarity loss (no labels) and the teacher's head is stitched onto it. An anchor
+count sweep compares uniform, k-means, farthest-point and best-aligned anchors.
+
+Options (``--opt KEY=VALUE``): ``benchmarks`` (comma list; smoke default ``digits``, full
+``digits,text,images``), ``seeds`` (number of anchor seeds), ``sweep=0`` (skip the sweep),
+``sweep_spaces`` (encoders in the sweep), ``text_encoders`` (comma list, e.g. add ``mpnet``),
+``<benchmark>_anchors`` (anchor count), ``images_source=test`` (CIFAR-10 test subset only, split
+60/40: needs only the test images' features).
+"""
 
 from __future__ import annotations
 
@@ -54,20 +74,33 @@ def text_spaces(scale: str, dataset: str = "ag_news", encoders: Sequence[str] | 
     return spaces, tr.labels, te.labels
 
 
-def image_spaces(scale: str
+def image_spaces(scale: str, source: str = "train+test"
                  ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], np.ndarray, np.ndarray]:
-    """CIFAR-10 features of frozen ImageNet EfficientNet-Lite0/Lite2: (spaces, y_train, y_test)."""
-    from relreps.datasets.images import load_cifar10
+    """CIFAR-10 features of frozen ImageNet EfficientNet-Lite0/Lite2: (spaces, y_train, y_test).
+
+    `source="train+test"`: fixed stratified subsets of the train and test splits.
+    `source="test"`: only the test subset, split 60/40 (stratified, fixed) into train and test
+    rows (a cheaper benchmark that needs only the test images' features).
+    """
+    from relreps.datasets.images import load_cifar10, stratified_subsample
     from relreps.encoders.vision import EfficientNetLiteEncoder
+    from relreps.errors import RelrepsError
 
     sizes = _IMAGE_SIZES[scale]
-    tr = load_cifar10("train", n=sizes["n_train"], seed=0)
+    if source not in ("train+test", "test"):
+        raise RelrepsError(f"images_source must be 'train+test' or 'test', got {source!r}")
     te = load_cifar10("test", n=sizes["n_test"], seed=0)
+    tr = load_cifar10("train", n=sizes["n_train"], seed=0) if source == "train+test" else None
     spaces = {}
     for variant, res in sizes["resolution"].items():
         enc = EfficientNetLiteEncoder(variant, resolution=res)
-        spaces[enc.name] = (enc.encode(tr.x), enc.encode(te.x))
-    return spaces, tr.y, te.y
+        spaces[enc.name] = (enc.encode(tr.x) if tr is not None else None, enc.encode(te.x))
+    if tr is not None:
+        return spaces, tr.y, te.y
+    rows_tr = stratified_subsample(te.y, int(round(0.6 * len(te.y))), seed=0)
+    rows_te = np.setdiff1d(np.arange(len(te.y)), rows_tr)
+    return ({k: (v[rows_tr], v[rows_te]) for k, (_, v) in spaces.items()}, te.y[rows_tr],
+            te.y[rows_te])
 
 
 # ----------------------------------------------------------------------------------- digits
@@ -355,6 +388,41 @@ def sweep_table(rows: list[dict[str, Any]]) -> str:
     return pivot_table(rows, index="method", columns="n_anchors", value="stitched", digits=3)
 
 
+def _plot(bench: str, stats: list[dict[str, Any]], sweep: list[dict[str, Any]] | None,
+          path: Any) -> None:
+    """Bar chart of stitched accuracy per method, and the anchor sweep (if any) beside it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2 if sweep else 1, figsize=(13 if sweep else 7, 4.5),
+                             squeeze=False)
+    ax = axes[0, 0]
+    names = [s["method"] for s in stats]
+    ax.barh(range(len(stats)), [s["stitched_acc"] for s in stats],
+            xerr=[s["stitched_acc_std"] for s in stats], color="tab:blue")
+    ax.set_yticks(range(len(stats)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("stitched accuracy")
+    ax.set_title(f"{bench}: methods")
+    if sweep:
+        ax = axes[0, 1]
+        for m in dict.fromkeys(r["method"] for r in sweep):
+            counts = sorted({r["n_anchors"] for r in sweep if r["method"] == m})
+            means = [np.mean([r["stitched"] for r in sweep if r["method"] == m
+                              and r["n_anchors"] == c]) for c in counts]
+            ax.plot(counts, means, marker="o", label=m)
+        ax.set_xscale("log")
+        ax.set_xlabel("anchors")
+        ax.set_ylabel("stitched accuracy (centred cosine)")
+        ax.set_title(f"{bench}: anchor choice")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _choice_matters(rows: list[dict[str, Any]]) -> list[str]:
     """Where anchor choice matters: per count, the spread between the best and uniform choice."""
     out = []
@@ -391,7 +459,7 @@ def _load(bench: str, scale: str, options: dict[str, Any]) -> dict[str, Any]:
         enc = options.get("text_encoders")
         spaces, ytr, yte = text_spaces(scale, bench, enc.split(",") if enc else None)
     elif bench == "images":
-        spaces, ytr, yte = image_spaces(scale)
+        spaces, ytr, yte = image_spaces(scale, str(options.get("images_source", "train+test")))
     else:
         from relreps.errors import RelrepsError
 
@@ -455,6 +523,7 @@ def run(ctx: RunContext) -> Results:
             res.tables["digits: relative distillation (fresh encoder trained with the "
                        "relative-similarity loss, no labels; teacher's head stitched on)"] = demo[0]
             res.summary.update(demo[1])
+        sweep: list[dict[str, Any]] = []
         if do_sweep:
             names = list(spaces)[: int(ctx.options.get("sweep_spaces", 2 if ctx.smoke else 3))]
             sub = {k: spaces[k] for k in names}
@@ -467,6 +536,9 @@ def run(ctx: RunContext) -> Results:
                        f"cosine, {len(names)} encoders)"] = sweep_table(sweep)
             lines = _choice_matters(sweep)
             res.notes += [f"{bench} anchor choice: {ln}" for ln in lines]
+        fig = ctx.figure_path(f"compare-{bench}")
+        _plot(bench, stats, sweep if do_sweep else None, fig)
+        res.figures.append(fig.name)
         res.summary[f"{bench}_wall_s"] = round(time.perf_counter() - t0, 1)
     if not res.tables:
         res.tables["nothing ran"] = markdown_table(["benchmark", "status"],
