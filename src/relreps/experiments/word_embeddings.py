@@ -43,7 +43,7 @@ CONFIG: dict[str, dict[str, Any]] = {
                         "window": 5, "workers": 2}},
     "full": {"corpus": "gcide+wordnet",
              "spaces": "word2vec,fasttext,glove-6b-50d,wordllama,minilm-l6,mpnet",
-             "n_words": 20_000, "n_anchors": 300, "n_seeds": 10, "n_queries": 1000,
+             "n_words": 20_000, "n_anchors": 300, "n_seeds": 10, "n_queries": 500,
              "heatmap_seeds": 3, "top_n": "1000,5000,10000", "skip": 0, "glove_filter": True,
              "figure_words": 6, "threads": 1, "cka_words": 5000, "train": {}},
 }
