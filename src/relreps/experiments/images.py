@@ -36,7 +36,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "ae_anchors": 500, "ae_latent": 32, "ae_lr": 2e-3, "kl_weight": 0.05,
         "cnn_n_train": 2000, "cnn_n_test": 1000, "cnn_epochs": 4, "cnn_anchors": 300,
         "cnn_lr": 2e-3,
-        "cifar_n_train": 2000, "cifar_n_test": 1000, "cifar_resolution": 0, "cifar_anchors": 500,
+        "cifar_n_train": 1000, "cifar_n_test": 1000, "cifar_resolution": 0, "cifar_anchors": 500,
         "head_epochs": 40, "batch_size": 64, "ae_batch_size": 32,
     },
 }
@@ -372,11 +372,11 @@ def _cifar_parts(ctx: RunContext, cfg: dict[str, Any], res: Results, parts: set[
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        path = ctx.figure_path("cross_architecture_stitching")
         fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
         for ax, space in zip(axes, ("relative", "absolute")):
-            results[space].heatmap(None, "accuracy", title=f"{space} head accuracy", ax=ax)
+            results[space].heatmap(path, "accuracy", title=f"{space} head accuracy", ax=ax)
         fig.tight_layout()
-        path = ctx.figure_path("cross_architecture_stitching")
         fig.savefig(path, dpi=110)
         plt.close(fig)
         res.figures.append(path.name)
