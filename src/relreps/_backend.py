@@ -59,7 +59,7 @@ def as_2d(x: Any, name: str, *, check_finite: bool = True) -> Any:
         if not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool):
             raise RelrepsError(f"{name} has dtype {arr.dtype}; expected floating point")
         arr = arr.astype(np.float64)
-    if check_finite and arr.size and not isinstance(arr, np.memmap):
+    if check_finite and arr.size:  # memmaps too: streaming callers pass check_finite=False
         check_finite_rows(arr, name)
     return arr
 
