@@ -237,6 +237,26 @@ def test_memmap_with_nan_in_a_later_chunk_is_a_named_error(tmp_path):
         relative_projection(mm, a)
 
 
+def test_memmap_anchors_and_other_inputs_are_checked_for_nan(tmp_path):
+    # Only x is streamed (and checked chunk by chunk); a memmap anywhere else is checked whole.
+    from relreps import metrics
+    from relreps.anchors import diagnose, sample_anchors
+
+    x, a = _data(n=12, k=5)
+    a[2, 1] = np.nan
+    am = np.memmap(tmp_path / "a.f64", dtype=np.float64, mode="w+", shape=a.shape)
+    am[:] = a
+    for name in ("euclidean", "cosine"):
+        with pytest.raises(RelrepsError, match=r"anchors contains NaN or inf values \(rows 2\)"):
+            relative_projection(x, am, similarity=name)
+    with pytest.raises(RelrepsError, match="contains NaN or inf"):
+        diagnose(am)
+    with pytest.raises(RelrepsError, match="contains NaN or inf"):
+        sample_anchors(am, 2, "kmeans")
+    with pytest.raises(RelrepsError, match="contains NaN or inf"):
+        metrics.mrr_at_k(am, np.ones_like(a), k=1)
+
+
 def test_bad_chunk_size():
     x, a = _data()
     with pytest.raises(RelrepsError, match="chunk_size"):
