@@ -74,6 +74,9 @@ def knn_indices(queries: Array, base: Array, k: int, *, metric: str = "cosine",
         raise RelrepsError(f"k must be between 1 and {n_base}, got {k}")
     q, b = q.to(torch.promote_types(q.dtype, b.dtype)), b.to(torch.promote_types(q.dtype, b.dtype))
     ex = None if exclude is None else torch.as_tensor(np.asarray(exclude), dtype=torch.long)
+    if ex is not None and (ex.shape != (q.shape[0],) or (len(ex) and (
+            int(ex.min()) < 0 or int(ex.max()) >= b.shape[0]))):
+        raise RelrepsError(f"exclude must hold one row index in [0, {b.shape[0]}) per query")
     step = block_size or max(1, _BLOCK_ELEMENTS // max(b.shape[0], 1))
     out = np.empty((q.shape[0], k), dtype=np.int64)
     with torch.no_grad():
@@ -197,7 +200,8 @@ def cka(a: Array, b: Array, kernel: str = "linear", debiased: bool = False,
         raise RelrepsError(f"kernel must be 'linear' or 'rbf', got {kernel!r}")
     denom = torch.sqrt(hxx.clamp(min=0) * hyy.clamp(min=0))
     if float(denom) == 0:
-        raise RelrepsError("CKA is undefined: one representation is constant")
+        raise RelrepsError("CKA is undefined: one representation has no (estimated) variance: "
+                           "it is constant, or too few samples for the debiased estimator")
     return float(hxy / denom)
 
 

@@ -167,9 +167,11 @@ class TorchClassifier:
         X = torch.as_tensor(np.asarray(X), dtype=torch.float32)
         self.classes_, yi = np.unique(np.asarray(y), return_inverse=True)
         yt = torch.as_tensor(yi, dtype=torch.long)
-        gen = torch.Generator().manual_seed(int(self.random_state or 0))
+        seed = (int(self.random_state) if self.random_state is not None
+                else int(np.random.default_rng().integers(2**31 - 1)))
+        gen = torch.Generator().manual_seed(seed)
         with torch.random.fork_rng():
-            torch.manual_seed(int(self.random_state or 0))
+            torch.manual_seed(seed)
             factory = self.module_factory or (lambda d, c: RelativeClassifierHead(d, c))
             self.module_ = factory(X.shape[1], len(self.classes_))
         opt = torch.optim.Adam(self.module_.parameters(), lr=self.lr,

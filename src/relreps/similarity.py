@@ -30,7 +30,8 @@ from relreps.errors import AnchorError, RelrepsError
 
 INVARIANCES = ("orthogonal", "isotropic_scaling", "translation", "permutation", "linear")
 
-__all__ = ["INVARIANCES", "Similarity", "register", "get", "available", "invariances"]
+__all__ = ["INVARIANCES", "Similarity", "register", "get", "available", "invariances",
+           "random_transform", "check_invariances"]
 
 
 def _identity(anchors: torch.Tensor) -> torch.Tensor:
@@ -69,7 +70,7 @@ def register(name: str, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
     `fn(x, state)` receives torch tensors: `x` (n, d) and `state = prepare(anchors)` (the anchors
     themselves when `prepare` is None), and returns an (n, k) tensor. Declare only invariances
-    that hold: `relreps` tests can check them with `relreps.similarity.check_invariance`.
+    that hold: :func:`check_invariances` tests them on random data.
     """
     inv = frozenset(invariances)
     unknown = inv - set(INVARIANCES)
@@ -111,6 +112,60 @@ def invariances(similarity: str | Similarity, center: Any = None) -> frozenset[s
     if isinstance(center, str) and center == "anchors":
         inv.add("translation")
     return frozenset(inv)
+
+
+def random_transform(kind: str, d: int, generator: torch.Generator,
+                     dtype: torch.dtype = torch.float64) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A random transformation of a d-dimensional space from invariance class `kind`."""
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    if kind == "orthogonal":
+        q, r = torch.linalg.qr(randn(d, d))
+        q = (q * torch.sign(torch.diagonal(r))).to(dtype)
+        return lambda x: x @ q
+    if kind == "isotropic_scaling":
+        s = float(torch.empty(1).uniform_(0.2, 5.0, generator=generator))
+        return lambda x: x * s
+    if kind == "translation":
+        t = randn(d).to(dtype) * 2.0
+        return lambda x: x + t
+    if kind == "permutation":
+        p = torch.randperm(d, generator=generator)
+        while d > 1 and bool((p == torch.arange(d)).all()):
+            p = torch.randperm(d, generator=generator)
+        return lambda x: x[:, p]
+    if kind == "linear":
+        m = (randn(d, d) + 0.5 * torch.eye(d, dtype=torch.float64)).to(dtype)
+        return lambda x: x @ m
+    raise RelrepsError(f"unknown invariance class {kind!r}; choose from {INVARIANCES}")
+
+
+def check_invariances(similarity: str | Similarity, center: Any = None, *, n: int = 40,
+                      d: int = 6, n_anchors: int = 12, trials: int = 3, rtol: float = 1e-6,
+                      seed: int = 0) -> dict[str, bool]:
+    """Which invariance classes hold empirically for `similarity` (float64 random data).
+
+    For each class, random transformations are applied to samples and anchors alike; the class
+    holds when every projection changes by at most `rtol` of its scale. Use it to check the
+    declaration of a similarity you register.
+    """
+    from relreps.projection import relative_projection
+
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for kind in INVARIANCES:
+        ok = True
+        for _ in range(trials):
+            x = torch.randn(n, d, generator=gen, dtype=torch.float64)
+            a = torch.randn(n_anchors, d, generator=gen, dtype=torch.float64)
+            t = random_transform(kind, d, gen)
+            r0 = relative_projection(x, a, similarity=similarity, center=center)
+            r1 = relative_projection(t(x), t(a), similarity=similarity, center=center)
+            scale = float(r0.abs().max()) or 1.0
+            ok &= float((r0 - r1).abs().max()) <= rtol * scale
+        out[kind] = bool(ok)
+    return out
 
 
 # --------------------------------------------------------------------------- built-ins

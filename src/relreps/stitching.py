@@ -144,8 +144,9 @@ def _anchor_embeddings(spaces: Mapping[str, tuple[Array, Array]], anchors: Ancho
                               "space -> anchor embeddings")
         out = {}
         for s, (train, _) in spaces.items():
-            if len(idx) and (idx.max() >= len(train) or idx.min() < -len(train)):
-                raise AnchorError(f"anchor index {idx.max()} out of range for space {s!r} with "
+            bad = idx[(idx >= len(train)) | (idx < 0)]
+            if bad.size:
+                raise AnchorError(f"anchor index {bad[0]} out of range for space {s!r} with "
                                   f"{len(train)} train rows")
             out[s] = np.asarray(train)[idx]
     counts = {s: len(a) for s, a in out.items()}
@@ -193,6 +194,9 @@ def stitching_matrix(spaces: Mapping[str, tuple[Array, Array]], y_train: Array,
             raise RelrepsError(f"space {s!r} has {len(te)} test rows for {len(y_tests[s])} labels")
     if space == "relative" and anchors is None:
         raise AnchorError("relative stitching needs anchors")
+    unknown = set(fit_spaces or ()) - set(names)
+    if unknown:
+        raise RelrepsError(f"fit_spaces {sorted(unknown)} are not among the spaces {names}")
     rows: list[dict[str, Any]] = []
     cached: dict[str, tuple[Any, Any]] | None = None
     for seed in seeds:
