@@ -271,9 +271,17 @@ class _Sparse(_Relative):
 class _Translation(_Method):
     head_key = "absolute"
 
-    def __init__(self, method: str) -> None:
-        self.method = method
-        self.name = f"latent translation ({method})"
+    def __init__(self, method: str, bank: int | None = None) -> None:
+        self.method, self.bank = method, bank
+        self.name = f"latent translation ({method})" if bank is None else \
+            f"latent translation ({method}, bank {bank})"
+
+    def prepare(self, spaces, anchor_idx, seed):
+        if self.bank is not None:  # the same larger anchor bank as the sparse method
+            n = len(next(iter(spaces.values()))[0])
+            anchor_idx = np.random.default_rng(seed + 7919).choice(n, size=min(self.bank, n),
+                                                                   replace=False)
+        super().prepare(spaces, anchor_idx, seed)
 
     def train(self, b):
         return self.spaces[b][0]
@@ -293,11 +301,24 @@ class _Translation(_Method):
         return out
 
 
+def logreg_head(C: float) -> Any:
+    """Factory seed -> standard scaling + L2 logistic regression with inverse strength `C`."""
+    def make(seed: int) -> Any:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000,
+                                                                  random_state=seed))
+    return make
+
+
 def default_methods(n_anchors: int, bank: int, k: int) -> list[_Method]:
     return [_Absolute(), _Relative("relative cosine (paper)"),
             _Relative("relative centred cosine", center="anchors"),
             _Product("product of invariances (concat, centred)"),
             _Translation("orthogonal"), _Translation("lstsq"), _Translation("affine"),
+            _Translation("lstsq", bank=bank),
             _Relative("relative centred, best-aligned anchors", center="anchors",
                       selector="best_aligned"),
             _Sparse(f"sparse top-{k} relative (bank {bank})", bank=bank, k=k)]
@@ -441,15 +462,19 @@ def _choice_matters(rows: list[dict[str, Any]]) -> list[str]:
 # -------------------------------------------------------------------------------------- run
 
 _SETTINGS = {
-    "smoke": {"seeds": 2, "digits": {"anchors": 64, "bank": 512, "k": 32, "sweep": (8, 32)},
-              "ag_news": {"anchors": 48, "bank": 150, "k": 16, "sweep": (10, 48)},
-              "trec": {"anchors": 48, "bank": 150, "k": 16, "sweep": (10, 48)},
-              "images": {"anchors": 100, "bank": 250, "k": 32, "sweep": (10, 50)}},
+    "smoke": {"seeds": 2, "digits": {"anchors": 64, "bank": 512, "k": 32, "sweep": (8, 32),
+                                     "C": 1.0},
+              "ag_news": {"anchors": 48, "bank": 150, "k": 16, "sweep": (10, 48), "C": 0.01},
+              "trec": {"anchors": 48, "bank": 150, "k": 16, "sweep": (10, 48), "C": 0.01},
+              "images": {"anchors": 100, "bank": 250, "k": 32, "sweep": (10, 50), "C": 0.01}},
     "full": {"seeds": 3, "digits": {"anchors": 64, "bank": 1000, "k": 64,
-                                    "sweep": (8, 16, 32, 64, 128, 256)},
-             "ag_news": {"anchors": 300, "bank": 1000, "k": 64, "sweep": (10, 30, 100, 300)},
-             "trec": {"anchors": 300, "bank": 1000, "k": 64, "sweep": (10, 30, 100, 300)},
-             "images": {"anchors": 300, "bank": 1000, "k": 64, "sweep": (10, 30, 100, 300)}},
+                                    "sweep": (8, 16, 32, 64, 128, 256), "C": 1.0},
+             "ag_news": {"anchors": 300, "bank": 1000, "k": 64, "sweep": (10, 30, 100, 300),
+                         "C": 0.01},
+             "trec": {"anchors": 300, "bank": 1000, "k": 64, "sweep": (10, 30, 100, 300),
+                      "C": 0.01},
+             "images": {"anchors": 300, "bank": 1000, "k": 64, "sweep": (10, 30, 100, 300),
+                        "C": 0.01}},
 }
 
 
@@ -498,11 +523,12 @@ def run(ctx: RunContext) -> Results:
         bc = cfg[bench]
         n_anchors = int(ctx.options.get(f"{bench}_anchors", bc["anchors"]))
         spaces = data["spaces"]
+        head = logreg_head(float(ctx.options.get(f"{bench}_C", bc["C"])))
         ctx.log(f"[{bench}] spaces {', '.join(f'{k} {v[0].shape}' for k, v in spaces.items())}"
                 f" loaded in {time.perf_counter() - t0:.1f}s")
         rows = evaluate_methods(bench, spaces, data["y_train"], data["y_test"],
                                 default_methods(n_anchors, bc["bank"], bc["k"]),
-                                n_anchors=n_anchors, seeds=seeds, log=ctx.log)
+                                n_anchors=n_anchors, seeds=seeds, log=ctx.log, head=head)
         res.rows += rows
         table, stats = method_table(rows)
         res.tables[f"{bench}: stitching by method ({len(spaces)} encoders, "
@@ -529,7 +555,7 @@ def run(ctx: RunContext) -> Results:
             names = list(spaces)[: int(ctx.options.get("sweep_spaces", 2 if ctx.smoke else 3))]
             sub = {k: spaces[k] for k in names}
             sweep = anchor_count_sweep(sub, data["y_train"], data["y_test"], bc["sweep"],
-                                       seeds=seeds[:2], center="anchors")
+                                       seeds=seeds[:2], center="anchors", head=head)
             for r in sweep:
                 r["benchmark"] = bench
             res.rows += [{**r, "kind": "anchor_sweep"} for r in sweep]
