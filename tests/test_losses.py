@@ -5,8 +5,13 @@ import pytest
 import torch
 
 from relreps.errors import RelrepsError
-from relreps.losses import (RelativeSimilarityLoss, distill_relative, distillation_demo,
-                            mlp_encoder, relative_alignment_loss)
+from relreps.losses import (
+    RelativeSimilarityLoss,
+    distill_relative,
+    distillation_demo,
+    mlp_encoder,
+    relative_alignment_loss,
+)
 from relreps.projection import relative_projection
 
 

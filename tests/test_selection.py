@@ -4,8 +4,12 @@ import numpy as np
 import pytest
 
 from relreps.errors import AnchorError, RelrepsError
-from relreps.selection import (anchor_alignment_scores, anchor_count_sweep, best_aligned_anchors,
-                               select_anchors)
+from relreps.selection import (
+    anchor_alignment_scores,
+    anchor_count_sweep,
+    best_aligned_anchors,
+    select_anchors,
+)
 
 
 @pytest.fixture
