@@ -23,11 +23,11 @@ DATA_SEED = 0  # subsamples of the data sets do not change with the run seed (fe
 CONFIGS: dict[str, dict[str, Any]] = {
     "smoke": {
         "seeds": 2, "datasets": "mnist,fashion-mnist,cifar10",
-        "ae_n_train": 300, "ae_n_test": 100, "ae_epochs": 2, "ae_epochs_cifar": 2,
-        "ae_anchors": 100, "ae_latent": 32, "ae_lr": 2e-3, "kl_weight": 0.05,
+        "ae_n_train": 200, "ae_n_test": 100, "ae_epochs": 2, "ae_epochs_cifar": 2,
+        "ae_anchors": 50, "ae_latent": 32, "ae_lr": 2e-3, "kl_weight": 0.05,
         "cnn_n_train": 300, "cnn_n_test": 200, "cnn_epochs": 2, "cnn_anchors": 50,
         "cnn_lr": 2e-3,
-        "cifar_n_train": 300, "cifar_n_test": 200, "cifar_resolution": 64, "cifar_anchors": 100,
+        "cifar_n_train": 200, "cifar_n_test": 100, "cifar_resolution": 64, "cifar_anchors": 50,
         "head_epochs": 10, "batch_size": 64, "ae_batch_size": 64,
     },
     "full": {
