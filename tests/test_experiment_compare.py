@@ -20,7 +20,7 @@ def test_compare_smoke(tmp_path):
     data = json.loads((tmp_path / "results.json").read_text())
     rows = [r for r in data["rows"] if r.get("kind") != "anchor_sweep"]
     methods = {r["method"] for r in rows}
-    assert len(methods) == 10
+    assert len(methods) == 11
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
 
     def stitched(prefix):

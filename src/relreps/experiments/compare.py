@@ -185,6 +185,12 @@ class _Method:
         raise NotImplementedError
 
 
+def _bank_indices(spaces: dict, bank: int, seed: int) -> np.ndarray:
+    """The larger anchor bank of a seed (shared by the bank-sized methods)."""
+    n = len(next(iter(spaces.values()))[0])
+    return np.random.default_rng(seed + 7919).choice(n, size=min(bank, n), replace=False)
+
+
 class _Absolute(_Method):
     name, head_key = "absolute (baseline)", "absolute"
 
@@ -201,10 +207,11 @@ class _Absolute(_Method):
 
 class _Relative(_Method):
     def __init__(self, name: str, similarity: str = "cosine", center: str | None = None,
-                 selector: str = "uniform") -> None:
+                 selector: str = "uniform", bank: int | None = None) -> None:
         self.name, self.similarity, self.center, self.selector = name, similarity, center, \
             selector
         self.head_key = name
+        self.bank = bank
 
     def _project(self, x: np.ndarray, anchors: np.ndarray) -> np.ndarray:
         from relreps.projection import relative_projection
@@ -214,6 +221,8 @@ class _Relative(_Method):
     def prepare(self, spaces, anchor_idx, seed):
         import time
 
+        if self.bank is not None:
+            anchor_idx = _bank_indices(spaces, self.bank, seed)
         super().prepare(spaces, anchor_idx, seed)
         t0 = time.perf_counter()
         if self.selector == "best_aligned":
@@ -249,17 +258,8 @@ class _Product(_Relative):
 
 class _Sparse(_Relative):
     def __init__(self, name: str, bank: int, k: int, center: str | None = "anchors") -> None:
-        super().__init__(name, center=center)
-        self.bank, self.k = bank, k
-
-    def n_anchors(self) -> int:
-        return len(self.anchor_idx)
-
-    def prepare(self, spaces, anchor_idx, seed):
-        n = len(next(iter(spaces.values()))[0])
-        bank = np.random.default_rng(seed + 7919).choice(n, size=min(self.bank, n),
-                                                         replace=False)
-        super().prepare(spaces, bank, seed)
+        super().__init__(name, center=center, bank=bank)
+        self.k = k
 
     def _project(self, x, anchors):
         from relreps.sparse import sparse_relative_projection
@@ -278,9 +278,7 @@ class _Translation(_Method):
 
     def prepare(self, spaces, anchor_idx, seed):
         if self.bank is not None:  # the same larger anchor bank as the sparse method
-            n = len(next(iter(spaces.values()))[0])
-            anchor_idx = np.random.default_rng(seed + 7919).choice(n, size=min(self.bank, n),
-                                                                   replace=False)
+            anchor_idx = _bank_indices(spaces, self.bank, seed)
         super().prepare(spaces, anchor_idx, seed)
 
     def train(self, b):
@@ -321,6 +319,7 @@ def default_methods(n_anchors: int, bank: int, k: int) -> list[_Method]:
             _Translation("lstsq", bank=bank),
             _Relative("relative centred, best-aligned anchors", center="anchors",
                       selector="best_aligned"),
+            _Relative(f"relative centred cosine (bank {bank})", center="anchors", bank=bank),
             _Sparse(f"sparse top-{k} relative (bank {bank})", bank=bank, k=k)]
 
 
