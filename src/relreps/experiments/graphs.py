@@ -15,7 +15,7 @@ Parts (all on the same fixed anchor nodes per data set, drawn from the training 
 Scales: smoke = a synthetic stochastic-block-model graph (seconds); full = Cora and CiteSeer
 (Planetoid "full" split: 1,208 / 1,827 training nodes; PubMed is not available offline).
 Options (`--opt`): datasets=Cora,CiteSeer  seeds=10  epochs=200  anchors=300  sweep_models=200
-sweep_dataset=Cora  anchor_seeds=3.
+sweep_dataset=Cora  anchor_seeds=3  threads=N (torch threads; smoke default 1).
 """
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ DESCRIPTION = ("Relative GNNs on Cora/CiteSeer: absolute vs relative accuracy, l
 
 _PLANS: dict[str, dict[str, Any]] = {
     "smoke": {"datasets": ["synthetic"], "seeds": 3, "epochs": 60, "anchors": 40,
-              "sweep_models": 10, "sweep_epochs": (10, 20, 30), "sweep_dataset": "synthetic",
+              "sweep_models": 10, "sweep_epochs": (5, 10, 20), "sweep_dataset": "synthetic",
               "ref_epochs": 80, "anchor_counts": [1, 2, 5, 10, 20, 40], "anchor_seeds": 1,
-              "stitch_seeds": 3, "bootstrap": 300},
+              "stitch_seeds": 3, "bootstrap": 300, "patience": 30},
     "full": {"datasets": ["Cora", "CiteSeer"], "seeds": 10, "epochs": 200, "anchors": 300,
-             "sweep_models": 200, "sweep_epochs": (25, 50, 100), "sweep_dataset": "Cora",
+             "sweep_models": 200, "sweep_epochs": (8, 16, 32), "sweep_dataset": "Cora",
              "ref_epochs": 200,
              "anchor_counts": [1, 2, 3, 5, 8, 13, 22, 36, 60, 100, 170, 300], "anchor_seeds": 3,
-             "stitch_seeds": 10, "bootstrap": 2000},
+             "stitch_seeds": 10, "bootstrap": 2000, "patience": 40},
 }
 
 # The sweep's search space (hidden width fixed so that absolute latents can be compared by cosine).
@@ -179,7 +179,8 @@ def _part_classification(ctx: RunContext, plan: dict[str, Any], datasets: dict[s
 
     rows, models = [], {}
     cfg = GNNConfig()
-    train_kw = {"epochs": plan["epochs"], "lr": 0.01, "weight_decay": 5e-4, "optimizer": "adam"}
+    train_kw = {"epochs": plan["epochs"], "lr": 0.01, "weight_decay": 5e-4, "optimizer": "adam",
+                "patience": plan["patience"]}
     jobs = [(d, mode, s) for d in datasets for s in ctx.seeds(plan["seeds"])
             for mode in ("absolute", "relative")]
     for name, mode, seed in progress(jobs, desc="graphs: abs vs rel"):
@@ -363,7 +364,8 @@ def _part_sweep(ctx: RunContext, plan: dict[str, Any], data: Any, anchors: np.nd
     from relreps.report import markdown_table
 
     ref_cfg = GNNConfig()
-    ref_kw = {"epochs": plan["ref_epochs"], "lr": 0.01, "weight_decay": 5e-4, "optimizer": "adam"}
+    ref_kw = {"epochs": plan["ref_epochs"], "lr": 0.01, "weight_decay": 5e-4, "optimizer": "adam",
+              "patience": plan["patience"]}
     ref_model, ref_summ = _train_cached(data, ref_cfg, anchors, ctx.seed + 10_000, ref_kw,
                                         "reference")
     with torch.no_grad():
@@ -459,6 +461,25 @@ def _part_sweep(ctx: RunContext, plan: dict[str, Any], data: Any, anchors: np.nd
 
 
 def run(ctx: RunContext) -> Results:
+    import contextlib
+
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    threads = torch.get_num_threads()
+    limit = contextlib.nullcontext()
+    if "threads" in ctx.options or ctx.smoke:  # tiny graphs: one thread is fastest
+        n = int(ctx.options.get("threads", 1))
+        torch.set_num_threads(n)
+        limit = threadpool_limits(limits=n)  # BLAS/OpenMP in numpy, scikit-learn
+    try:
+        with limit:
+            return _run(ctx)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(ctx: RunContext) -> Results:
     import time
 
     import torch
@@ -550,7 +571,8 @@ def run(ctx: RunContext) -> Results:
         "the same nodes for every model (fixed by index); re-embedded in every forward pass.",
         "Encoder: 2-layer GCN, hidden 64, dropout 0.5, ReLU; linear head on the latents "
         "(absolute) or on the cosine similarities to the anchors (relative); Adam lr 0.01, "
-        "weight decay 5e-4; test accuracy at the best validation epoch.",
+        "weight decay 5e-4; up to the plan's epochs with early stopping (patience); test accuracy "
+        "at the best validation epoch.",
         "Part 3 heads are logistic regressions on the frozen encoder's relative space.",
         "The sweep CIs: 'Fisher' treats every (model, epoch) point as independent (too narrow); "
         "'boot' resamples whole models.",

@@ -254,7 +254,7 @@ class TrainResult:
 
 def train_node_classifier(model: NodeClassifier, data: Any, *, epochs: int = 200,
                           lr: float = 0.01, weight_decay: float = 5e-4, optimizer: str = "adam",
-                          seed: int = 0, restore_best: bool = True,
+                          seed: int = 0, restore_best: bool = True, patience: int | None = None,
                           on_epoch: Callable[[int, NodeOutput], None] | None = None
                           ) -> TrainResult:
     """Full-batch training on `data.train_mask` with cross-entropy.
@@ -262,7 +262,8 @@ def train_node_classifier(model: NodeClassifier, data: Any, *, epochs: int = 200
     After every epoch the model is evaluated (eval mode, no grad) on all nodes; train/val/test
     accuracy go into the history and, if given, `on_epoch(epoch, output)` sees that evaluation
     (epochs count from 1). With `restore_best` the weights of the best validation epoch are loaded
-    back at the end (ties: the earliest).
+    back at the end (ties: the earliest). With `patience`, training stops after that many epochs
+    without a better validation accuracy.
     """
     import time
 
@@ -299,6 +300,8 @@ def train_node_classifier(model: NodeClassifier, data: Any, *, epochs: int = 200
             result.test_acc = rec["test_acc"]
             if restore_best:
                 best_state = copy.deepcopy(model.state_dict())
+        elif patience is not None and epoch - result.best_epoch >= patience:
+            break
     if restore_best and best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
