@@ -49,3 +49,16 @@ def test_unknown_benchmark_is_an_error(tmp_path):
     with pytest.raises(RelrepsError):
         run_experiment("compare", scale="smoke", out=tmp_path,
                        options={"benchmarks": "nope", "sweep": "0"})
+
+
+@pytest.mark.slow
+def test_compare_text_smoke_or_clean_skip(tmp_path):
+    """TREC at smoke scale: a full table when the encoders and data exist, else a clear note."""
+    res = run_experiment("compare", scale="smoke", out=tmp_path,
+                         options={"benchmarks": "trec", "sweep": "0", "seeds": 1})
+    if "trec_skipped" in res.summary:
+        assert any("trec: skipped" in n for n in res.notes)
+        return
+    assert res.summary["trec_best_beats_cosine"] is True
+    # multilingual-e5-small is anisotropic: centring rescues the pairs plain cosine loses
+    assert res.summary["trec_gain_over_cosine_points"] > 10
