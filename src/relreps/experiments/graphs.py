@@ -15,7 +15,8 @@ Parts (all on the same fixed anchor nodes per data set, drawn from the training 
 Scales: smoke = a synthetic stochastic-block-model graph (seconds); full = Cora and CiteSeer
 (Planetoid "full" split: 1,208 / 1,827 training nodes; PubMed is not available offline).
 Options (`--opt`): datasets=Cora,CiteSeer  seeds=10  epochs=200  anchors=300  sweep_models=200
-sweep_dataset=Cora  anchor_seeds=3  threads=N (torch threads; smoke default 1).
+sweep_dataset=Cora  sweep_epochs=8,16,32  anchor_counts=1,10,100
+anchor_seeds=3  threads=N (torch threads; smoke default 1).
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ def _plan(ctx: RunContext) -> dict[str, Any]:
             plan[key] = [s for s in str(val).split(",") if s]
         elif key == "sweep_dataset":
             plan[key] = str(val)
+        elif key in ("sweep_epochs", "anchor_counts"):
+            plan[key] = [int(v) for v in str(val).split(",") if v]
         elif key in plan and isinstance(plan[key], int):
             plan[key] = int(val)
     return plan
@@ -318,7 +321,12 @@ def _sweep_model(data: Any, anchors: np.ndarray, ref: dict[str, np.ndarray],
     """Train one sweep model; per epoch: [epoch, val_acc, test_acc, sim_rel, sim_abs, cka_abs]."""
     from relreps.errors import RelrepsError
     from relreps.metrics import cka, mean_cosine
-    from relreps.models.graph import GNNConfig, build_node_classifier, train_node_classifier
+    from relreps.models.graph import (
+        GNNConfig,
+        accuracy,
+        build_node_classifier,
+        train_node_classifier,
+    )
 
     cfg = GNNConfig(hidden=ref["abs"].shape[1], depth=c["depth"], dropout=c["dropout"],
                     activation=c["activation"], conv=c["conv"])
@@ -334,20 +342,18 @@ def _sweep_model(data: Any, anchors: np.ndarray, ref: dict[str, np.ndarray],
 
     def on_epoch(epoch: int, out: Any) -> None:
         z, r = out.latent.numpy(), out.relative.numpy()
-        recs.append([epoch, np.nan, np.nan, metric(mean_cosine, r, ref["rel"]),
-                     metric(mean_cosine, z, ref["abs"]), metric(cka, z, ref["abs"])])
+        recs.append([epoch, accuracy(out.logits, data.y, data.val_mask),
+                     accuracy(out.logits, data.y, data.test_mask),
+                     metric(mean_cosine, r, ref["rel"]), metric(mean_cosine, z, ref["abs"]),
+                     metric(cka, z, ref["abs"])])
 
     try:
-        res = train_node_classifier(model, data, epochs=c["epochs"], lr=c["lr"],
-                                    weight_decay=5e-4, optimizer=c["optimizer"], seed=c["seed"],
-                                    restore_best=False, on_epoch=on_epoch)
-        hist = res.history
+        train_node_classifier(model, data, epochs=c["epochs"], lr=c["lr"], weight_decay=5e-4,
+                              optimizer=c["optimizer"], seed=c["seed"], restore_best=False,
+                              on_epoch=on_epoch)
     except RelrepsError:  # diverged (non-finite latents): keep the epochs recorded so far
-        hist = []
-    arr = np.array(recs, dtype=np.float64).reshape(-1, 6)
-    for h in hist[: len(arr)]:
-        arr[h["epoch"] - 1, 1], arr[h["epoch"] - 1, 2] = h["val_acc"], h["test_acc"]
-    return arr
+        pass
+    return np.array(recs, dtype=np.float64).reshape(-1, 6)
 
 
 def _part_sweep(ctx: RunContext, plan: dict[str, Any], data: Any, anchors: np.ndarray
@@ -375,7 +381,7 @@ def _part_sweep(ctx: RunContext, plan: dict[str, Any], data: Any, anchors: np.nd
     configs = _sample_configs(plan["sweep_models"], ctx.seed + 7, plan["sweep_epochs"])
     rows = []
     for mid, c in enumerate(progress(configs, desc="graphs: similarity sweep")):
-        key = content_key("graphs-sweep-v1", data.name, int(data.num_nodes), anchors, ref_key, c)
+        key = content_key("graphs-sweep-v2", data.name, int(data.num_nodes), anchors, ref_key, c)
         arr = cached_array("graphs-sweep", key, lambda c=c: _sweep_model(data, anchors, ref, c))
         for e, va, te, sr, sa, ck in arr:
             rows.append({"part": "sweep", "dataset": data.name, "model": mid, **c,

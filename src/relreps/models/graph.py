@@ -11,6 +11,7 @@ every epoch's latents to a callback.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
@@ -130,7 +131,9 @@ def _input_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     if x.layout == torch.sparse_csr:
         v = x.values()
         keep = (torch.rand_like(v) >= p).to(v.dtype) / (1.0 - p)
-        return torch.sparse_csr_tensor(x.crow_indices(), x.col_indices(), v * keep, x.shape)
+        with warnings.catch_warnings():  # "sparse invariant checks are disabled": they hold here
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.sparse_csr_tensor(x.crow_indices(), x.col_indices(), v * keep, x.shape)
     return nn.functional.dropout(x, p, training=True)
 
 
@@ -140,7 +143,9 @@ def sparse_features(data: Any) -> Any:
     to float rounding)."""
     out = copy.copy(data)
     if data.x.layout != torch.sparse_csr:
-        out.x = data.x.to_sparse_csr()
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            out.x = data.x.to_sparse_csr()
     return out
 
 
