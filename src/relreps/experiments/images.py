@@ -34,7 +34,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "seeds": 3, "datasets": "mnist,fashion-mnist,cifar10",
         "ae_n_train": 2000, "ae_n_test": 1000, "ae_epochs": 8, "ae_epochs_cifar": 6,
         "ae_anchors": 500, "ae_latent": 32, "ae_lr": 2e-3, "kl_weight": 0.05,
-        "cnn_n_train": 2000, "cnn_n_test": 1000, "cnn_epochs": 4, "cnn_anchors": 300,
+        "cnn_n_train": 5000, "cnn_n_test": 1000, "cnn_epochs": 6, "cnn_anchors": 300,
         "cnn_lr": 2e-3,
         "cifar_n_train": 1000, "cifar_n_test": 1000, "cifar_resolution": 0, "cifar_anchors": 500,
         "head_epochs": 40, "batch_size": 64, "ae_batch_size": 32, "ae_models": "AE,VAE",
