@@ -109,34 +109,6 @@ def image_spaces(scale: str, source: str = "test"
 _DIGITS_ENCODERS = (("mlp-s0-w32", 0, 32), ("mlp-s1-w32", 1, 32), ("mlp-s2-w48", 2, 48))
 
 
-def train_mlp_classifier(x: np.ndarray, y: np.ndarray, *, seed: int, latent_dim: int,
-                         hidden: int = 128, epochs: int = 40, data_seed: int = 0) -> Any:
-    """An MLP encoder (x -> latent) trained with a linear softmax head; returns the encoder."""
-    import torch
-    from torch import nn
-
-    from relreps.losses import mlp_encoder
-
-    enc = mlp_encoder(x.shape[1], latent_dim, hidden, seed=seed)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed + 10_000)
-        head = nn.Linear(latent_dim, int(y.max()) + 1)
-    opt = torch.optim.Adam([*enc.parameters(), *head.parameters()], lr=2e-3)
-    xt = torch.as_tensor(x, dtype=torch.float32)
-    yt = torch.as_tensor(y, dtype=torch.long)
-    gen = torch.Generator().manual_seed(data_seed)
-    for _ in range(epochs):
-        perm = torch.randperm(len(xt), generator=gen)
-        for s in range(0, len(xt), 64):
-            idx = perm[s:s + 64]
-            loss = nn.functional.cross_entropy(head(enc(xt[idx])), yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    enc.eval()
-    return enc
-
-
 def _embed(enc: Any, x: np.ndarray) -> np.ndarray:
     import torch
 
@@ -155,7 +127,9 @@ def digits_data(scale: str) -> dict[str, Any]:
     x_tr, x_te, y_tr, y_te = train_test_split(x, d.target, test_size=0.25, random_state=0,
                                               stratify=d.target)
     epochs = 20 if scale == "smoke" else 60
-    encoders = {name: train_mlp_classifier(x_tr, y_tr, seed=s, latent_dim=w, epochs=epochs)
+    from relreps.experiments.demo import train_encoder  # the demo's MLP, reused
+
+    encoders = {name: train_encoder(x_tr, y_tr, seed=s, latent_dim=w, epochs=epochs)
                 for name, s, w in _DIGITS_ENCODERS}
     spaces = {n: (_embed(e, x_tr), _embed(e, x_te)) for n, e in encoders.items()}
     return {"spaces": spaces, "y_train": y_tr, "y_test": y_te, "x_train": x_tr, "x_test": x_te,
