@@ -26,9 +26,9 @@ DESCRIPTION = ("Text: zero-shot stitching across encoders (AG News, TREC; MiniLM
 
 #: Sizes per scale; every entry can be overridden with `--opt KEY=VALUE`.
 SIZES: dict[str, dict[str, Any]] = {
-    "smoke": dict(ag_train=160, ag_test=80, trec_train=160, trec_test=80, n_anchors=40,
-                  seeds=2, encoders=["minilm-l6", "minilm-l3", "e5-small"], xl_pool=48,
-                  xl_anchors=40, pt_test=32, head="logreg-c0.01"),
+    "smoke": dict(ag_train=120, ag_test=60, trec_train=120, trec_test=60, n_anchors=32,
+                  seeds=2, encoders=["minilm-l6", "minilm-l3", "e5-small"], xl_pool=40,
+                  xl_anchors=32, pt_test=24, head="logreg-c0.01"),
     "full": dict(ag_train=1000, ag_test=600, trec_train=1000, trec_test=499, n_anchors=768,
                  seeds=5, encoders=["minilm-l6", "mpnet", "minilm-l3", "e5-small"], xl_pool=800,
                  xl_anchors=512, pt_test=400, head="logreg-c0.01"),
