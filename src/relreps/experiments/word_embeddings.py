@@ -260,6 +260,36 @@ def run(ctx: RunContext) -> Results:
         ctx.log(f"[word-embeddings] {strategy}: done")
     timings["pair metrics (s)"] = round(time.perf_counter() - t0, 1)
 
+    # --- agreement by word frequency: queries from frequency bands, searched among all words --
+    t0 = time.perf_counter()
+    edges = [0, *[t for t in top_n if t < len(vocab)], len(vocab)]
+    rng = np.random.default_rng(ctx.seed + 2)
+    bands = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        q = np.arange(lo, hi)
+        if 0 < n_q < len(q):
+            q = np.sort(rng.choice(q, n_q, replace=False))
+        bands.append((f"{lo + 1}-{hi} ({counts[vocab[hi - 1]]}-{counts[vocab[lo]]} occ.)", q))
+    from relreps.metrics import retrieval_metrics
+
+    for label, q in bands:
+        for src, tgt in (pair, pair[::-1]):
+            m = retrieval_metrics(emb[src], emb[tgt], K, queries=q)
+            rows.append({"table": "bands", "band": label, "source": src, "target": tgt,
+                         "space": "absolute", "center": "none", "strategy": "uniform",
+                         "seed": seeds[0], **m})
+    for seed in seeds:
+        anc = _anchors("uniform", a_w, n_anchors, seed)
+        for center in (None, "anchors"):
+            rel = {n: relative_projection(emb[n], emb[n][anc], center=center) for n in pair}
+            for label, q in bands:
+                for src, tgt in (pair, pair[::-1]):
+                    m = retrieval_metrics(rel[src], rel[tgt], K, queries=q)
+                    rows.append({"table": "bands", "band": label, "source": src, "target": tgt,
+                                 "space": "relative", "center": center or "none",
+                                 "strategy": "uniform", "seed": seed, **m})
+    timings["frequency-band metrics (s)"] = round(time.perf_counter() - t0, 1)
+
     # --- all pairs of spaces: relative MRR heatmap (uniform anchors) --------------------------
     t0 = time.perf_counter()
     names = list(emb)
@@ -356,6 +386,24 @@ def _tables(rows, names, strategies, spaces, vocab, counts, cfg, corpus, train
                                     for m in ("Jaccard", "MRR", "cosine", "CKA")]
     tables["Appendix: anchor strategies, relative spaces, Word2Vec vs FastText"] = \
         markdown_table(header, body)
+
+    # Agreement by word frequency (what limits the trained pair).
+    labels = list(dict.fromkeys(r["band"] for r in rows if r["table"] == "bands"))
+    body = []
+    for label in labels:
+        for src, tgt in (pair, pair[::-1]):
+            line = [label, f"{src} → {tgt}"]
+            for metric in ("mrr", "jaccard"):
+                w = {"table": "bands", "band": label, "source": src, "target": tgt}
+                line += [_fmt(_mean_std(rows, metric, space="absolute", **w)),
+                         _fmt(_mean_std(rows, metric, space="relative", center="none", **w)),
+                         _fmt(_mean_std(rows, metric, space="relative", center="anchors", **w))]
+            body.append(line)
+    if body:
+        tables["By word frequency: query words from frequency-rank bands, searched among all "
+               "vocabulary words (uniform anchors)"] = markdown_table(
+            ["frequency rank (corpus occurrences)", "pair", "MRR abs", "MRR rel",
+             "MRR rel centred", "Jaccard abs", "Jaccard rel", "Jaccard rel centred"], body)
 
     # Absolute CKA (rotation invariant, any width) for reference.
     w = {"table": "pair", "space": "absolute", "strategy": "uniform"}
