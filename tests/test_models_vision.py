@@ -9,13 +9,7 @@ import torch
 from relreps.datasets.images import load_digits_images, stratified_subsample
 from relreps.models import vision as mv
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -20,25 +20,22 @@ DESCRIPTION = ("MNIST/Fashion-MNIST/CIFAR-10: AE/VAE zero-shot stitching, CNN an
 
 DATA_SEED = 0  # subsamples of the data sets do not change with the run seed (feature cache)
 
+_SMOKE: dict[str, Any] = {
+    "seeds": 2, "datasets": "mnist,fashion-mnist,cifar10",
+    "ae_n_train": 200, "ae_n_test": 100, "ae_epochs": 2, "ae_epochs_cifar": 2,
+    "ae_anchors": 50, "ae_latent": 32, "ae_lr": 2e-3, "kl_weight": 0.05, "ae_batch_size": 64,
+    "ae_models": "AE,VAE",
+    "cnn_n_train": 300, "cnn_n_test": 200, "cnn_epochs": 2, "cnn_anchors": 50, "cnn_lr": 2e-3,
+    "cifar_n_train": 200, "cifar_n_test": 100, "cifar_resolution": 64, "cifar_anchors": 50,
+    "head_epochs": 10, "batch_size": 64,
+}
 CONFIGS: dict[str, dict[str, Any]] = {
-    "smoke": {
-        "seeds": 2, "datasets": "mnist,fashion-mnist,cifar10",
-        "ae_n_train": 200, "ae_n_test": 100, "ae_epochs": 2, "ae_epochs_cifar": 2,
-        "ae_anchors": 50, "ae_latent": 32, "ae_lr": 2e-3, "kl_weight": 0.05,
-        "cnn_n_train": 300, "cnn_n_test": 200, "cnn_epochs": 2, "cnn_anchors": 50,
-        "cnn_lr": 2e-3,
-        "cifar_n_train": 200, "cifar_n_test": 100, "cifar_resolution": 64, "cifar_anchors": 50,
-        "head_epochs": 10, "batch_size": 64, "ae_batch_size": 64, "ae_models": "AE,VAE",
-    },
-    "full": {
-        "seeds": 3, "datasets": "mnist,fashion-mnist,cifar10",
-        "ae_n_train": 2000, "ae_n_test": 1000, "ae_epochs": 8, "ae_epochs_cifar": 6,
-        "ae_anchors": 500, "ae_latent": 32, "ae_lr": 2e-3, "kl_weight": 0.05,
-        "cnn_n_train": 5000, "cnn_n_test": 1000, "cnn_epochs": 6, "cnn_anchors": 300,
-        "cnn_lr": 2e-3,
-        "cifar_n_train": 1000, "cifar_n_test": 1000, "cifar_resolution": 0, "cifar_anchors": 500,
-        "head_epochs": 40, "batch_size": 64, "ae_batch_size": 32, "ae_models": "AE,VAE",
-    },
+    "smoke": _SMOKE,
+    # Sized for 2 shared CPU cores (see docs/images.md); cifar_resolution 0 = native (224/260).
+    "full": dict(_SMOKE, seeds=3, ae_n_train=2000, ae_n_test=1000, ae_epochs=8,
+                 ae_epochs_cifar=6, ae_anchors=500, ae_batch_size=32, cnn_n_train=5000,
+                 cnn_n_test=1000, cnn_epochs=6, cnn_anchors=300, cifar_n_train=1000,
+                 cifar_n_test=1000, cifar_resolution=0, cifar_anchors=500, head_epochs=40),
 }
 
 
@@ -66,6 +63,21 @@ def _anchor_idx(y: np.ndarray, n: int, seed: int) -> np.ndarray:
                                      random_state=seed))
 
 
+def _load_split_pair(ds: str, cfg: dict[str, Any], prefix: str, res: Results,
+                     seed: int = 0) -> tuple[Any, Any, np.ndarray] | None:
+    """(train, test, anchor indices) for the `prefix` ("ae"/"cnn") sizes, or None with a note
+    when the data set is not installed."""
+    from relreps.errors import DataNotFoundError
+
+    try:
+        tr = _load(ds, "train", cfg[f"{prefix}_n_train"])
+        te = _load(ds, "test", cfg[f"{prefix}_n_test"])
+    except DataNotFoundError as e:
+        res.notes.append(f"{prefix} part skipped {ds}: {e}")
+        return None
+    return tr, te, _anchor_idx(tr.y, cfg[f"{prefix}_anchors"], seed)
+
+
 def _pairs(seeds: list[int]) -> list[tuple[int, int]]:
     return [(i, j) for i in seeds for j in seeds]
 
@@ -75,7 +87,6 @@ def _pairs(seeds: list[int]) -> list[tuple[int, int]]:
 def _part1(ctx: RunContext, cfg: dict[str, Any], res: Results, datasets: list[str]) -> None:
     import torch
 
-    from relreps.errors import DataNotFoundError
     from relreps.models.vision import (
         ImageAutoencoder,
         TrainConfig,
@@ -88,13 +99,10 @@ def _part1(ctx: RunContext, cfg: dict[str, Any], res: Results, datasets: list[st
     rows: list[dict[str, Any]] = []
     figure_models: dict[str, dict] = {}
     for ds in datasets:
-        try:
-            tr = _load(ds, "train", cfg["ae_n_train"])
-            te = _load(ds, "test", cfg["ae_n_test"])
-        except DataNotFoundError as e:
-            res.notes.append(f"part 1 skipped {ds}: {e}")
+        data = _load_split_pair(ds, cfg, "ae", res, ctx.seed)
+        if data is None:
             continue
-        aidx = _anchor_idx(tr.y, cfg["ae_anchors"], ctx.seed)
+        tr, te, aidx = data
         epochs = cfg["ae_epochs_cifar"] if ds == "cifar10" else cfg["ae_epochs"]
         c, s = tr.x.shape[1], tr.x.shape[2]
         for model in [m.strip() for m in cfg["ae_models"].split(",") if m.strip()]:
@@ -271,19 +279,15 @@ def _latent_figure(ctx: RunContext, res: Results, info: dict, seeds: list[int],
 def _cnn_part(ctx: RunContext, cfg: dict[str, Any], res: Results, datasets: list[str]) -> None:
     import torch
 
-    from relreps.errors import DataNotFoundError
     from relreps.models.vision import CNNClassifier, TrainConfig, stitch_logits, train_classifier
     from relreps.stitching import score
 
     seeds = ctx.seeds(cfg["seeds"])
     for ds in [d for d in datasets if d != "cifar10"]:
-        try:
-            tr = _load(ds, "train", cfg["cnn_n_train"])
-            te = _load(ds, "test", cfg["cnn_n_test"])
-        except DataNotFoundError as e:
-            res.notes.append(f"part 2 skipped {ds}: {e}")
+        data = _load_split_pair(ds, cfg, "cnn", res, ctx.seed)
+        if data is None:
             continue
-        aidx = _anchor_idx(tr.y, cfg["cnn_anchors"], ctx.seed)
+        tr, te, aidx = data
         for space in ("absolute", "relative"):
             trained = {}
             t0 = time.perf_counter()

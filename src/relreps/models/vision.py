@@ -204,49 +204,18 @@ def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x, np.float32)) if not isinstance(x, torch.Tensor) else x
 
 
-def train_autoencoder(model: ImageAutoencoder, x: np.ndarray, cfg: TrainConfig,
-                      desc: str = "train AE") -> list[float]:
-    """Train with Adam on the squared error (+ KL for the VAE). Returns the loss per epoch."""
+def _fit(model: nn.Module, n: int, batch_loss, cfg: TrainConfig, desc: str) -> list[float]:
+    """Adam over shuffled mini-batches of `n` rows; `batch_loss(idx)` gives a batch's loss."""
     from relreps.progress import progress
 
-    xt = _as_tensor(x)
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     history = []
     model.train()
     for _ in progress(range(cfg.epochs), desc=desc, total=cfg.epochs):
         total, count = 0.0, 0
-        for idx in _batches(len(xt), cfg.batch_size, gen):
-            xb = xt[idx]
-            recon, mu, logvar = model(xb)
-            loss = F.mse_loss(recon, xb, reduction="sum") / len(xb)
-            if model.variational:
-                kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / len(xb)
-                loss = loss + cfg.kl_weight * kl
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(xb)
-            count += len(xb)
-        history.append(total / max(count, 1))
-    model.eval()
-    return history
-
-
-def train_classifier(model: CNNClassifier, x: np.ndarray, y: np.ndarray, cfg: TrainConfig,
-                     desc: str = "train CNN") -> list[float]:
-    """Train with Adam on cross-entropy. Returns the loss per epoch."""
-    from relreps.progress import progress
-
-    xt, yt = _as_tensor(x), torch.as_tensor(np.asarray(y, np.int64))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    history = []
-    model.train()
-    for _ in progress(range(cfg.epochs), desc=desc, total=cfg.epochs):
-        total, count = 0.0, 0
-        for idx in _batches(len(xt), cfg.batch_size, gen):
-            loss = F.cross_entropy(model(xt[idx]), yt[idx])
+        for idx in _batches(n, cfg.batch_size, gen):
+            loss = batch_loss(idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -257,13 +226,50 @@ def train_classifier(model: CNNClassifier, x: np.ndarray, y: np.ndarray, cfg: Tr
     return history
 
 
+def train_autoencoder(model: ImageAutoencoder, x: np.ndarray, cfg: TrainConfig,
+                      desc: str = "train AE") -> list[float]:
+    """Train with Adam on the squared error (+ KL for the VAE). Returns the loss per epoch."""
+    xt = _as_tensor(x)
+
+    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
+        xb = xt[idx]
+        recon, mu, logvar = model(xb)
+        loss = F.mse_loss(recon, xb, reduction="sum") / len(xb)
+        if model.variational:
+            kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / len(xb)
+            loss = loss + cfg.kl_weight * kl
+        return loss
+
+    return _fit(model, len(xt), batch_loss, cfg, desc)
+
+
+def train_classifier(model: CNNClassifier, x: np.ndarray, y: np.ndarray, cfg: TrainConfig,
+                     desc: str = "train CNN") -> list[float]:
+    """Train with Adam on cross-entropy. Returns the loss per epoch."""
+    xt, yt = _as_tensor(x), torch.as_tensor(np.asarray(y, np.int64))
+    return _fit(model, len(xt), lambda idx: F.cross_entropy(model(xt[idx]), yt[idx]), cfg, desc)
+
+
 @torch.no_grad()
+def _batched(fn, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """fn applied to `x` in batches (no gradient), concatenated as numpy."""
+    xt = _as_tensor(x)
+    return torch.cat([fn(xt[s:s + batch_size]) for s in range(0, len(xt), batch_size)]).numpy()
+
+
+def _stitch_pair(encoder_model: _AnchoredModel, other: _AnchoredModel) -> torch.Tensor | None:
+    """Check two models can be stitched; put both in eval mode; the encoder's anchor latents."""
+    if encoder_model.relative != other.relative:
+        raise ValueError("stitch an absolute model with an absolute one, relative with relative")
+    encoder_model.eval()
+    other.eval()
+    return encoder_model.anchor_latents() if encoder_model.relative else None
+
+
 def latents(model: _AnchoredModel, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Deterministic latents (AE code / VAE mean / CNN embedding) as numpy."""
     model.eval()
-    xt = _as_tensor(x)
-    return torch.cat([model.latent(xt[s:s + batch_size])
-                      for s in range(0, len(xt), batch_size)]).numpy()
+    return _batched(model.latent, x, batch_size)
 
 
 @torch.no_grad()
@@ -283,15 +289,9 @@ def stitch_reconstruct(encoder_model: ImageAutoencoder, decoder_model: ImageAuto
     Relative models hand over the similarities to the anchors as embedded by the encoder's own
     model (the same anchor images in both).
     """
-    if encoder_model.relative != decoder_model.relative:
-        raise ValueError("stitch an absolute model with an absolute one, relative with relative")
-    encoder_model.eval()
-    decoder_model.eval()
-    xt = _as_tensor(x)
-    anchor_z = encoder_model.anchor_latents() if encoder_model.relative else None
-    out = [decoder_model.decode_from(encoder_model.latent(xt[s:s + batch_size]), anchor_z)
-           for s in range(0, len(xt), batch_size)]
-    return torch.cat(out).numpy()
+    anchor_z = _stitch_pair(encoder_model, decoder_model)
+    return _batched(lambda b: decoder_model.decode_from(encoder_model.latent(b), anchor_z), x,
+                    batch_size)
 
 
 def reconstruct(model: ImageAutoencoder, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -308,15 +308,9 @@ def reconstruction_mse(recon: np.ndarray, x: np.ndarray) -> float:
 def stitch_logits(encoder_model: CNNClassifier, head_model: CNNClassifier, x: np.ndarray,
                   batch_size: int = 512) -> np.ndarray:
     """Class scores of `x` through one model's encoder (and anchors) and another's head."""
-    if encoder_model.relative != head_model.relative:
-        raise ValueError("stitch an absolute model with an absolute one, relative with relative")
-    encoder_model.eval()
-    head_model.eval()
-    xt = _as_tensor(x)
-    anchor_z = encoder_model.anchor_latents() if encoder_model.relative else None
-    out = [head_model.classify_from(encoder_model.latent(xt[s:s + batch_size]), anchor_z)
-           for s in range(0, len(xt), batch_size)]
-    return torch.cat(out).numpy()
+    anchor_z = _stitch_pair(encoder_model, head_model)
+    return _batched(lambda b: head_model.classify_from(encoder_model.latent(b), anchor_z), x,
+                    batch_size)
 
 
 def predict_logits(model: CNNClassifier, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
