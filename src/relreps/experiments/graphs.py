@@ -15,7 +15,7 @@ Parts (all on the same fixed anchor nodes per data set, drawn from the training 
 Scales: smoke = a synthetic stochastic-block-model graph (seconds); full = Cora and CiteSeer
 (Planetoid "full" split: 1,208 / 1,827 training nodes; PubMed is not available offline).
 Options (`--opt`): datasets=Cora,CiteSeer  seeds=10  epochs=200  anchors=300  sweep_models=200
-sweep_dataset=Cora  sweep_epochs=8,16,32  anchor_counts=1,10,100
+sweep_dataset=Cora  sweep_epochs=25,50,100  anchor_counts=1,10,100
 anchor_seeds=3  threads=N (torch threads; smoke default 1).
 """
 
@@ -39,7 +39,7 @@ _PLANS: dict[str, dict[str, Any]] = {
               "ref_epochs": 80, "anchor_counts": [1, 2, 5, 10, 20, 40], "anchor_seeds": 1,
               "stitch_seeds": 3, "bootstrap": 300, "patience": 30},
     "full": {"datasets": ["Cora", "CiteSeer"], "seeds": 10, "epochs": 200, "anchors": 300,
-             "sweep_models": 200, "sweep_epochs": (8, 16, 32), "sweep_dataset": "Cora",
+             "sweep_models": 200, "sweep_epochs": (25, 50, 100), "sweep_dataset": "Cora",
              "ref_epochs": 200,
              "anchor_counts": [1, 2, 3, 5, 8, 13, 22, 36, 60, 100, 170, 300], "anchor_seeds": 3,
              "stitch_seeds": 10, "bootstrap": 2000, "patience": 40},
