@@ -25,7 +25,10 @@ def test_check_invariances_catches_a_false_declaration():
         return -torch.cdist(x, a).square()
 
     similarity.register("_test_sq_false", sq, invariances={"isotropic_scaling"}, overwrite=True)
-    found = similarity.check_invariances("_test_sq_false")
+    try:
+        found = similarity.check_invariances("_test_sq_false")
+    finally:
+        similarity._REGISTRY.pop("_test_sq_false")  # keep the registry as the docs list it
     assert found["isotropic_scaling"] is False  # declared, but does not hold
     assert found["translation"] and found["orthogonal"]  # holds, but undeclared
 
