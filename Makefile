@@ -3,7 +3,7 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.relreps-installed
-EXTRAS  ?= dev,words,text,images,graphs
+EXTRAS  ?= dev,io,dist,docs,words,text,images,graphs
 
 .PHONY: setup demo test lint bench clean
 

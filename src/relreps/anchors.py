@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from relreps._backend import Array, as_2d, to_numpy
+from relreps._backend import Array, to_numpy
+from relreps.validation import check_array
 from relreps.errors import AnchorError, RelrepsError
 
 __all__ = ["SAMPLERS", "sample_anchors", "parallel_anchors", "AnchorSet", "diagnose",
@@ -122,7 +123,7 @@ def sample_anchors(x: Array, n: int, method: str = "uniform", *, y: Any = None,
     """Indices of `n` rows of `x` chosen as anchors by `method` (see `SAMPLERS`)."""
     if method not in SAMPLERS:
         raise RelrepsError(f"unknown anchor sampler {method!r}; available: {', '.join(SAMPLERS)}")
-    x = as_2d(x, "x")
+    x = check_array(x, "x")
     return SAMPLERS[method](x, n, y=y, random_state=random_state, **kwargs)
 
 
@@ -265,7 +266,7 @@ def diagnose(anchor_embeddings: Array, *, center: bool = False, duplicate_cosine
     the latent space: fewer anchors than dimensions, rank deficiency (nearly collinear anchors
     collapse the relative space), ill conditioning or duplicated anchors.
     """
-    a = np.asarray(to_numpy(as_2d(anchor_embeddings, "anchor_embeddings")), dtype=np.float64)
+    a = np.asarray(to_numpy(check_array(anchor_embeddings, "anchor_embeddings")), dtype=np.float64)
     k, d = a.shape
     if k < 1:
         raise AnchorError("no anchors to diagnose")

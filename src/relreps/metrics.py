@@ -11,7 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from relreps._backend import Array, as_2d, is_torch
+from relreps._backend import Array
+from relreps.validation import check_array, is_torch
 from relreps.errors import RelrepsError
 
 __all__ = ["knn_indices", "retrieval_metrics", "jaccard_at_k", "mrr_at_k", "mean_cosine",
@@ -21,7 +22,7 @@ _BLOCK_ELEMENTS = 1 << 24  # similarity entries held at once (64 MB in float32)
 
 
 def _tensor(x: Array, name: str) -> torch.Tensor:
-    x = as_2d(x, name)
+    x = check_array(x, name)
     t = x.detach() if is_torch(x) else torch.from_numpy(np.ascontiguousarray(x))
     if t.dtype not in (torch.float32, torch.float64):
         t = t.to(torch.float32)

@@ -10,7 +10,8 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from relreps import similarity as _sim
-from relreps._backend import Array, as_2d, check_finite_rows, is_torch, same_kind
+from relreps._backend import Array, same_kind
+from relreps.validation import check_array, check_finite_rows, is_torch
 from relreps.errors import AnchorError, RelrepsError
 
 __all__ = ["relative_projection", "RelativeProjection"]
@@ -53,8 +54,8 @@ def _prepare(x: Array, anchors: Array, similarity: Any, center: Center):
     """Validate inputs and compute the anchor-side state. Returns torch-side pieces."""
     sim = _sim.get(similarity)
     torch_in = same_kind(x, anchors, names=("x", "anchors"))
-    x = as_2d(x, "x", check_finite=not isinstance(x, np.memmap))
-    anchors = as_2d(anchors, "anchors")
+    x = check_array(x, "x", finite=not isinstance(x, np.memmap))
+    anchors = check_array(anchors, "anchors")
     n_anchors, d = anchors.shape
     if x.shape[1] != d:
         raise RelrepsError(f"dimension mismatch: x has {x.shape[1]} features, anchors have {d}; "
@@ -225,10 +226,10 @@ class RelativeProjection(TransformerMixin, BaseEstimator):
 
         _sim.get(self.similarity)
         if self.anchors is not None:
-            anchors = as_2d(self.anchors, "anchors")
+            anchors = check_array(self.anchors, "anchors")
             self.anchor_indices_ = None
         else:
-            X2 = as_2d(X, "X")
+            X2 = check_array(X, "X")
             idx = sample_anchors(X2, self.n_anchors, method=self.sampler, y=y,
                                  random_state=self.random_state)
             self.anchor_indices_ = idx

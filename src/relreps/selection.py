@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from relreps._backend import Array, as_2d, to_numpy
+from relreps._backend import Array, to_numpy
+from relreps.validation import check_array
 from relreps.anchors import sample_anchors
 from relreps.errors import AnchorError, RelrepsError
 from relreps.projection import relative_projection
@@ -73,7 +74,7 @@ def _setup(spaces: Sequence[Array], candidates: Array | None, n_reference: int,
            random_state: Any) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     if len(spaces) < 2:
         raise AnchorError("best-aligned selection needs at least two parallel spaces")
-    xs = [np.asarray(to_numpy(as_2d(x, f"spaces[{i}]"))) for i, x in enumerate(spaces)]
+    xs = [np.asarray(to_numpy(check_array(x, f"spaces[{i}]"))) for i, x in enumerate(spaces)]
     n = len(xs[0])
     if any(len(x) != n for x in xs):
         raise AnchorError(f"spaces must be parallel (same rows): sizes {[len(x) for x in xs]}")

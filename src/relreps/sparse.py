@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from relreps import similarity as _sim
-from relreps._backend import Array, as_2d, is_torch, to_numpy
+from relreps._backend import Array, to_numpy
+from relreps.validation import check_array, is_torch
 from relreps.errors import AnchorError, RelrepsError
 from relreps.projection import relative_projection
 
@@ -62,8 +63,8 @@ def sparse_relative_projection(x: Array, anchors: Array, k: int, *, similarity: 
     sim = _sim.get(similarity)
     xs = x.detach().cpu().numpy() if is_torch(x) else x
     bank = anchors.detach().cpu().numpy() if is_torch(anchors) else anchors
-    xs = as_2d(xs, "x", check_finite=not isinstance(xs, np.memmap))
-    bank = as_2d(bank, "anchors", check_finite=not isinstance(bank, np.memmap))
+    xs = check_array(xs, "x", finite=not isinstance(xs, np.memmap))
+    bank = check_array(bank, "anchors", finite=not isinstance(bank, np.memmap))
     n, m = xs.shape[0], bank.shape[0]
     if xs.shape[1] != bank.shape[1]:
         raise RelrepsError(f"dimension mismatch: x has {xs.shape[1]} features, anchors have "

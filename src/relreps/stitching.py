@@ -14,7 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from relreps._backend import Array, as_2d, to_numpy
+from relreps._backend import Array, to_numpy
+from relreps.validation import check_array
 from relreps.errors import AnchorError, RelrepsError
 from relreps.projection import relative_projection
 from relreps.report import fmt_mean_std, markdown_table
@@ -136,7 +137,7 @@ def _anchor_embeddings(spaces: Mapping[str, tuple[Array, Array]], anchors: Ancho
         missing = set(spaces) - set(anchors)
         if missing:
             raise AnchorError(f"no anchors given for space(s) {sorted(missing)}")
-        out = {s: as_2d(anchors[s], f"anchors[{s!r}]") for s in spaces}
+        out = {s: check_array(anchors[s], f"anchors[{s!r}]") for s in spaces}
     else:
         idx = np.asarray(to_numpy(anchors)).ravel()
         if idx.dtype.kind not in "iu":

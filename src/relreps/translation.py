@@ -25,7 +25,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from relreps._backend import Array, as_2d, is_torch, same_kind
+from relreps._backend import Array, same_kind
+from relreps.validation import check_array, is_torch
 from relreps.errors import AnchorError, RelrepsError
 
 __all__ = ["LatentTranslator", "TRANSLATION_METHODS", "translate"]
@@ -91,8 +92,8 @@ class LatentTranslator:
         """Estimate the map from parallel anchors: row i of both is the same sample."""
         t0 = time.perf_counter()
         same_kind(anchors_a, anchors_b, names=("anchors_a", "anchors_b"))
-        a = _t64(as_2d(anchors_a, "anchors_a"))
-        b = _t64(as_2d(anchors_b, "anchors_b"))
+        a = _t64(check_array(anchors_a, "anchors_a"))
+        b = _t64(check_array(anchors_b, "anchors_b"))
         if a.shape[0] != b.shape[0]:
             raise AnchorError(f"anchors do not correspond: {a.shape[0]} rows in A, "
                               f"{b.shape[0]} in B (row i must be the same sample in both)")
@@ -143,7 +144,7 @@ class LatentTranslator:
 
     def transform(self, x_a: Array) -> Array:
         """Translate A vectors into B (numpy in, numpy out; torch in, torch out, differentiable)."""
-        x_a = as_2d(x_a, "x_a")
+        x_a = check_array(x_a, "x_a")
         self._check(x_a)
         if is_torch(x_a):
             p = {k: getattr(self, k).to(device=x_a.device, dtype=x_a.dtype)

@@ -1,0 +1,70 @@
+"""Norms and unit vectors that stay exact across the whole floating-point range.
+
+A plain ``sqrt(sum(x**2))`` overflows for float32 entries above ~1e19 (squares exceed the dtype)
+and loses precision below ~1e-19 (squares underflow to subnormals or zero). Rows whose norm is
+not safely in range are rescaled by a power of two first (exact: only the exponent changes), so
+norms, unit vectors and cosines are correct for any finite input. Rows in range (the usual case)
+take the fast path with no extra pass beyond the norm itself.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["pow2_scale", "safe_row_norms", "unit_rows", "scaled_rows", "pow2_global_scale"]
+
+
+def pow2_scale(t: torch.Tensor, dim: int | None = 1) -> torch.Tensor:
+    """Per-row (or, with ``dim=None``, global) power of two >= max |t| (1 where max is 0)."""
+    m = t.detach().abs().amax(dim=dim, keepdim=dim is not None) if dim is not None \
+        else t.detach().abs().max()
+    _, e = torch.frexp(m)
+    s = torch.ldexp(torch.ones_like(m), e)
+    return torch.where(m > 0, s, torch.ones_like(m))
+
+
+def pow2_global_scale(t: torch.Tensor) -> torch.Tensor:
+    """A single power of two >= max |t| (for quantities invariant to a common rescaling)."""
+    return pow2_scale(t, dim=None)
+
+
+def _unsafe(norms: torch.Tensor) -> torch.Tensor:
+    fi = torch.finfo(norms.dtype)
+    lo = (fi.tiny ** 0.5) / fi.eps  # below: squares of the largest entry may have underflowed
+    return ~torch.isfinite(norms) | (norms < lo)
+
+
+def scaled_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, norms): rows whose norm is out of safe range are divided by a power of two.
+
+    The returned rows point in the same directions as `t` (exactly), and `norms` are their norms
+    (finite and accurate for every non-zero row; 0 for zero rows). Differentiable.
+    """
+    norms = torch.linalg.vector_norm(t, dim=1, keepdim=True)
+    bad = _unsafe(norms.detach()).squeeze(1)
+    if not bool(bad.any()):
+        return t, norms
+    s = pow2_scale(t[bad])
+    t = t.clone()
+    t[bad] = t[bad] / s
+    norms = norms.clone()
+    norms[bad] = torch.linalg.vector_norm(t[bad], dim=1, keepdim=True)
+    return t, norms
+
+
+def safe_row_norms(t: torch.Tensor) -> torch.Tensor:
+    """Row norms (n, 1) in float64 for float32 input (no overflow) or rescaled for float64."""
+    if t.dtype == torch.float32:
+        return torch.linalg.vector_norm(t, dim=1, keepdim=True, dtype=torch.float64)
+    s = pow2_scale(t)
+    return torch.linalg.vector_norm(t / s, dim=1, keepdim=True) * s
+
+
+def unit_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(unit rows, zero mask): rows divided by their norm, exact for any finite input.
+
+    Zero rows come back as zeros, flagged in the (n,) boolean mask so callers can refuse them.
+    """
+    rows, norms = scaled_rows(t)
+    zero = (norms.detach() == 0).squeeze(1)
+    return rows / torch.where(norms == 0, torch.ones_like(norms), norms), zero

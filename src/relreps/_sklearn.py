@@ -1,0 +1,83 @@
+"""What the scikit-learn estimators of relreps share: fitted checks and input validation.
+
+Imported only by modules that define estimators (it imports scikit-learn, which the light parts of
+relreps, such as the command line's ``--help``, must not).
+
+- :class:`NotFittedError` is both :class:`relreps.errors.NotFittedError` (a ``RelrepsError``) and
+  scikit-learn's ``NotFittedError``: code that catches either gets it.
+- :func:`check_is_fitted` is scikit-learn's, re-raised as that error.
+- :func:`validate_data` is scikit-learn's ``validate_data`` (feature names, ``n_features_in_``,
+  dtypes, empty and 1-D input), whose errors are re-raised as relreps errors with the same text;
+  torch and dask inputs skip it and go through :func:`relreps.validation.check_array`, which keeps
+  their kind and device (``n_features_in_`` is still checked).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.exceptions import NotFittedError as _SkNotFittedError
+from sklearn.utils.validation import check_is_fitted as _sk_check_is_fitted
+from sklearn.utils.validation import validate_data as _sk_validate_data
+
+from relreps import errors
+from relreps.errors import InputTypeError, RelrepsError, ShapeError
+from relreps.validation import array_kind, check_array
+
+__all__ = ["NotFittedError", "check_is_fitted", "validate_data"]
+
+
+class NotFittedError(errors.NotFittedError, _SkNotFittedError):
+    """Raised when an estimator is used before `fit` (relreps' and scikit-learn's error)."""
+
+
+def check_is_fitted(estimator: Any, attributes: Any = None) -> None:
+    """scikit-learn's fitted check, raising :class:`NotFittedError`."""
+    try:
+        _sk_check_is_fitted(estimator, attributes)
+    except _SkNotFittedError as e:
+        raise NotFittedError(str(e)) from None
+
+
+def _reraise(e: Exception) -> None:
+    msg = str(e)
+    if isinstance(e, TypeError):
+        raise InputTypeError(msg) from None
+    if "dimension" in msg.lower() or "expected 2d" in msg.lower() or "features" in msg.lower() \
+            or "sample" in msg.lower():
+        raise ShapeError(msg) from None
+    if "nan" in msg.lower() or "infinity" in msg.lower():
+        raise errors.NonFiniteError(msg) from None
+    raise RelrepsError(msg) from None
+
+
+def validate_data(estimator: Any, X: Any, y: Any = "no_validation", *, reset: bool,
+                  kinds: tuple[str, ...] = ("numpy", "torch"), **check_params: Any) -> Any:
+    """Validate `X` (and `y`) for `estimator` the scikit-learn way, as relreps errors.
+
+    numpy-like input goes through scikit-learn's ``validate_data`` (``reset=True`` in `fit`
+    records ``n_features_in_`` and ``feature_names_in_``; ``reset=False`` checks them). Torch and
+    dask inputs keep their kind: they are checked by :func:`relreps.validation.check_array` and
+    their width against ``n_features_in_``.
+    """
+    kind = array_kind(X)
+    if kind != "numpy":
+        X = check_array(X, "X", kinds=kinds, min_rows=1)
+        if reset:
+            estimator.n_features_in_ = int(X.shape[1])
+            if hasattr(estimator, "feature_names_in_"):
+                del estimator.feature_names_in_
+        elif X.shape[1] != estimator.n_features_in_:
+            raise ShapeError(f"X has {X.shape[1]} features, but {type(estimator).__name__} is "
+                             f"expecting {estimator.n_features_in_} features as input")
+        if isinstance(y, str) and y == "no_validation":
+            return X
+        return X, y
+    check_params.setdefault("dtype", [np.float64, np.float32])
+    try:
+        return _sk_validate_data(estimator, X, y, reset=reset, **check_params)
+    except (ValueError, TypeError) as e:
+        if isinstance(e, RelrepsError):
+            raise
+        _reraise(e)
