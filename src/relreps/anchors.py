@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from relreps._backend import Array, to_numpy
-from relreps.validation import check_array
 from relreps.errors import AnchorError, RelrepsError
+from relreps.validation import check_array
 
 __all__ = ["SAMPLERS", "sample_anchors", "parallel_anchors", "AnchorSet", "diagnose",
            "AnchorDiagnostics", "AnchorWarning", "uniform", "stratified", "kmeans",

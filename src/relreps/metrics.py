@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from relreps._backend import Array
-from relreps.validation import check_array, is_torch
 from relreps.errors import RelrepsError
+from relreps.validation import check_array, is_torch
 
 __all__ = ["knn_indices", "retrieval_metrics", "jaccard_at_k", "mrr_at_k", "mean_cosine",
            "cka", "mutual_knn"]

@@ -11,8 +11,8 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from relreps import similarity as _sim
 from relreps._backend import Array, same_kind
-from relreps.validation import check_array, check_finite_rows, is_torch
 from relreps.errors import AnchorError, RelrepsError
+from relreps.validation import check_array, check_finite_rows, is_torch
 
 __all__ = ["relative_projection", "RelativeProjection"]
 

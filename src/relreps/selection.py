@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from relreps._backend import Array, to_numpy
-from relreps.validation import check_array
 from relreps.anchors import sample_anchors
 from relreps.errors import AnchorError, RelrepsError
 from relreps.projection import relative_projection
+from relreps.validation import check_array
 
 __all__ = ["best_aligned_anchors", "anchor_alignment_scores", "select_anchors",
            "anchor_count_sweep", "SELECTION_METHODS"]

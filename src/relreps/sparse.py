@@ -18,9 +18,9 @@ import torch
 
 from relreps import similarity as _sim
 from relreps._backend import Array, to_numpy
-from relreps.validation import check_array, is_torch
 from relreps.errors import AnchorError, RelrepsError
 from relreps.projection import relative_projection
+from relreps.validation import check_array, is_torch
 
 __all__ = ["sparse_relative_projection", "CHUNKABLE_SIMILARITIES"]
 

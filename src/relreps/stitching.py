@@ -15,10 +15,10 @@ from typing import Any, Literal
 import numpy as np
 
 from relreps._backend import Array, to_numpy
-from relreps.validation import check_array
 from relreps.errors import AnchorError, RelrepsError
 from relreps.projection import relative_projection
 from relreps.report import fmt_mean_std, markdown_table
+from relreps.validation import check_array
 
 __all__ = ["stitching_matrix", "StitchingResult", "make_head", "score"]
 

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 
 from relreps._backend import Array, same_kind
-from relreps.validation import check_array, is_torch
 from relreps.errors import AnchorError, RelrepsError
+from relreps.validation import check_array, is_torch
 
 __all__ = ["LatentTranslator", "TRANSLATION_METHODS", "translate"]
 

@@ -82,7 +82,8 @@ def check_array(x: Any, name: str, *, ndim: int = 2, finite: bool = True, min_ro
 
     numpy-like input (lists, ``np.memmap``, pandas) comes back as an ndarray (a memmap stays a
     memmap, scanned in blocks of rows; streaming callers pass ``finite=False`` and check each
-    block with :func:`check_finite_rows` as they read it); integer and boolean data become float64, float16 becomes float32.
+    block with :func:`check_finite_rows` as they read it); integer and boolean data become
+    float64, float16 becomes float32.
     torch tensors stay on their device with their autograd graph; integer tensors become the
     default float dtype. dask arrays (accepted where `kinds` includes ``"dask"``) stay lazy: their
     values are checked block by block by the function that computes them.
