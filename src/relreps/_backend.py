@@ -5,7 +5,7 @@ Validation lives in :mod:`relreps.validation`; this module only moves data betwe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import dask.array
     import torch
 
-    Array = Union[np.ndarray, torch.Tensor, dask.array.Array]
+    Array = np.ndarray | torch.Tensor | dask.array.Array
 else:
     Array = Any  # np.ndarray | torch.Tensor | dask.array.Array (resolved for type checkers)
 
