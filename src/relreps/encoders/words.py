@@ -30,7 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from relreps.cache import atomic_save_npy, atomic_write_bytes, cache_dir, content_key
+from relreps.cache import (
+    cache_dir,
+    content_key,
+    discard_entry,
+    load_entry,
+    regular_file,
+    save_entry,
+)
 from relreps.encoders.base import cached_encode
 from relreps.errors import DataNotFoundError, MissingDependencyError, RelrepsError
 from relreps.progress import progress
@@ -212,15 +219,9 @@ def load_glove(name: str = "glove-6b-50d") -> WordVectors:
 
 def load_wordllama(config: str = "l2_supercat", dim: int = 256) -> EncodedWords:
     """wordllama's static token embeddings (mean-pooled over a word's tokens), 256-d."""
-    wl_mod = _require("wordllama", "wordllama", "wordllama word embeddings")
-    _require("toml", "toml", "wordllama word embeddings")
-    pkg_dir = Path(wl_mod.__file__).parent
-    try:
-        model = wl_mod.WordLlama.load(config=config, cache_dir=pkg_dir, dim=dim,
-                                      disable_download=True)
-    except Exception as e:  # wordllama raises various errors for missing weights
-        raise DataNotFoundError(f"wordllama weights for {config!r} not found under {pkg_dir}: "
-                                f"{e}. Reinstall with: pip install wordllama") from e
+    from relreps.encoders.text import load_wordllama_model
+
+    model = load_wordllama_model(config, dim)
 
     def fn(words: Sequence[str]) -> np.ndarray:
         return np.asarray(model.embed(list(words), norm=False), dtype=np.float32)
@@ -287,12 +288,10 @@ def _train(kind: str, corpus: Any, params: dict[str, Any], use_cache: bool) -> W
     folder = cache_dir() / "word-models" / kind
     vec_path, words_path = folder / f"{key[:40]}.npy", folder / f"{key[:40]}.words.json"
     name = f"{kind}-{params['vector_size']}d"
-    if use_cache and vec_path.exists() and words_path.exists():
-        try:
-            words = json.loads(words_path.read_text())
-            return WordVectors(words, np.load(vec_path, allow_pickle=False), name)
-        except (ValueError, OSError):
-            vec_path.unlink(missing_ok=True)
+    if use_cache:
+        cached = _load_trained(vec_path, words_path, params["vector_size"], name)
+        if cached is not None:
+            return cached
     cls = gensim_models.Word2Vec if kind == "word2vec" else gensim_models.FastText
     t0, c0 = time.perf_counter(), time.process_time()
     model = cls(corpus_file=str(corpus_file), callbacks=[_epoch_progress(params["epochs"],
@@ -302,14 +301,35 @@ def _train(kind: str, corpus: Any, params: dict[str, Any], use_cache: bool) -> W
     words = list(kv.index_to_key)
     vectors = np.asarray(kv.vectors if kind == "word2vec" else
                          np.stack([kv.get_vector(w) for w in words]), dtype=np.float32)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(words_path, json.dumps(words).encode())
-    atomic_save_npy(vec_path, vectors)
-    atomic_write_bytes(folder / f"{key[:40]}.meta.json", json.dumps(
+    result = WordVectors(words, vectors, name)  # validates: unique words, finite vectors
+    save_entry(words_path, json.dumps(words).encode())
+    save_entry(vec_path, vectors)
+    save_entry(folder / f"{key[:40]}.meta.json", json.dumps(
         {"kind": kind, "params": params, "corpus": str(corpus_file), "n_words": len(words),
          "train_seconds": round(time.perf_counter() - t0, 1),
          "train_cpu_seconds": round(time.process_time() - c0, 1)}).encode())
-    return WordVectors(words, vectors, name)
+    return result
+
+
+def _load_trained(vec_path: Path, words_path: Path, dim: int, name: str) -> WordVectors | None:
+    """A cached trained table if both files are sound: a JSON list of unique strings and a
+    finite float32 (len(words), dim) matrix; otherwise None (both files are deleted)."""
+    if not (os.path.lexists(vec_path) or os.path.lexists(words_path)):
+        return None
+    try:
+        if not regular_file(words_path) or os.path.getsize(words_path) > (1 << 30):
+            raise ValueError("no word list")
+        words = json.loads(words_path.read_text(encoding="utf-8"))
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise ValueError("not a list of words")
+        vectors = load_entry(vec_path, shape=(len(words), int(dim)), dtype=np.float32)
+        if vectors is None:
+            raise ValueError("no vectors")
+        return WordVectors(words, vectors, name)
+    except (ValueError, OSError, RecursionError):  # RelrepsError is a ValueError
+        discard_entry(vec_path)
+        discard_entry(words_path)
+        return None
 
 
 def _params(overrides: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -344,4 +364,10 @@ def training_info(kind: str, corpus: Any, **overrides: Any) -> dict[str, Any] | 
     params = _params(overrides, FASTTEXT_DEFAULTS if kind == "fasttext" else None)
     key = content_key("word-model-v1", kind, corpus_key, params)
     meta = cache_dir() / "word-models" / kind / f"{key[:40]}.meta.json"
-    return json.loads(meta.read_text()) if meta.exists() else None
+    if not regular_file(meta):
+        return None
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+    except (ValueError, OSError, RecursionError):
+        return None
+    return info if isinstance(info, dict) else None
