@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import shutil
 import stat
 import tempfile
 import warnings
@@ -196,10 +197,14 @@ def regular_file(path: Path) -> bool:
 
 
 def discard_entry(path: Path) -> None:
-    """Remove a bad cache entry (a file or a link; a folder in its place is left, and the entry
-    is then recomputed without being cached)."""
+    """Remove a bad cache entry: a file, a link (not what it points to) or a folder planted in
+    its place. Failures are ignored (the entry is then recomputed without being cached)."""
+    import shutil
+
     try:
-        if os.path.islink(path) or not os.path.isdir(path):
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
             os.unlink(path)
     except OSError:
         pass

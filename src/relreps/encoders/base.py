@@ -81,9 +81,10 @@ def cached_encode(encoder_name: str, items: Sequence[Any],
 
     Returns float32 (len(items), dim). The cache key is (encoder_name, the exact item contents in
     order); writes are atomic, so an interrupted run leaves no partial entry. A cached entry is
-    used only if it has exactly one finite float32 row per item (and `dim` columns when given);
-    anything else is recomputed. `fn` must return one finite row per item (NonFiniteError,
-    ShapeError otherwise).
+    used only if it has exactly one finite float32 row per item and, when `dim` is given, `dim`
+    columns (pass `dim` whenever the width is known: without it a cached entry's width cannot be
+    checked); anything else is recomputed. `fn` must return one finite row per item
+    (NonFiniteError, ShapeError otherwise).
     """
     _check_name(encoder_name, "encoder_name")
     check_callable(fn, "fn")

@@ -326,7 +326,7 @@ class _TextEncoder:
             parts.append(cached_encode(
                 self.name, chunk, lambda items, what=what: self._encode_sorted(items, batch_size,
                                                                                what),
-                batch_size=len(chunk), desc=what, use_cache=use_cache))
+                batch_size=len(chunk), desc=what, use_cache=use_cache, dim=self.dim))
         return np.concatenate(parts, axis=0)
 
     def _encode_sorted(self, texts: Sequence[str], batch_size: int, desc: str) -> np.ndarray:

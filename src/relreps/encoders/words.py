@@ -159,7 +159,7 @@ class EncodedWords:
 
     def embed(self, words: Sequence[str], *, use_cache: bool = True) -> np.ndarray:
         out = cached_encode(self.name, list(words), self.fn, batch_size=self.batch_size,
-                            desc=f"embed words {self.name}", use_cache=use_cache)
+                            desc=f"embed words {self.name}", use_cache=use_cache, dim=self._dim)
         return np.asarray(out, dtype=np.float32)
 
     def encode(self, items: Sequence[str], batch_size: int = 64) -> np.ndarray:
