@@ -199,8 +199,6 @@ def regular_file(path: Path) -> bool:
 def discard_entry(path: Path) -> None:
     """Remove a bad cache entry: a file, a link (not what it points to) or a folder planted in
     its place. Failures are ignored (the entry is then recomputed without being cached)."""
-    import shutil
-
     try:
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)
