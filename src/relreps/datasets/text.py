@@ -23,8 +23,9 @@ import numpy as np
 
 from relreps.cache import cache_dir, content_key, discard_entry, regular_file, save_entry
 from relreps.datasets import shared_data_dir
-from relreps.errors import DataNotFoundError, MissingDependencyError, RelrepsError
+from relreps.errors import DataNotFoundError, InputTypeError, MissingDependencyError, RelrepsError
 from relreps.progress import progress
+from relreps.validation import check_choice, check_int
 
 __all__ = ["TextSplit", "TextDataset", "load_ag_news", "load_trec", "translate_texts",
            "AG_NEWS_LABELS", "TREC_LABELS", "AG_NEWS_SPLIT_SEED", "AG_NEWS_TRAIN_FRACTION"]
@@ -171,6 +172,10 @@ def translate_texts(texts: Sequence[str], direction: str = "en-pt", chunk_size: 
     interrupted part-way, only translates what is missing.
     """
     global _TRANSLATOR
+    check_choice(direction, "direction", ("en-pt", "pt-en"))
+    chunk_size = check_int(chunk_size, "chunk_size", min_value=1)
+    if isinstance(texts, (str, bytes)):
+        raise InputTypeError("texts must be a sequence of strings, got a single string")
     texts = [str(t) for t in texts]
     root = cache_dir() / "translations" / direction
     chunks = [texts[s:s + chunk_size] for s in range(0, len(texts), chunk_size)]

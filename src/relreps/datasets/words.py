@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from relreps.cache import cache_dir, content_key, discard_entry, regular_file
-from relreps.errors import DataNotFoundError, MissingDependencyError
+from relreps.errors import DataNotFoundError, InputTypeError, MissingDependencyError, OptionError
 from relreps.progress import progress
 
 __all__ = ["Corpus", "load_corpus", "build_corpus", "tokenize", "gcide_paragraphs",
@@ -124,7 +124,7 @@ def _source_texts(name: str, gcide_path: Path, wordnet_dir: Path) -> Iterable[st
         return wordnet_glosses(wordnet_dir)
     if name == "lee":
         return lee_lines()
-    raise ValueError(f"unknown corpus source {name!r}; known: gcide, wordnet, lee")
+    raise OptionError(f"unknown corpus source {name!r}; known: gcide, wordnet, lee")
 
 
 def _source_ids(sources: list[str], gcide_path: Path, wordnet_dir: Path) -> list:
@@ -207,7 +207,15 @@ def build_corpus(sources: Iterable[str] = ("gcide", "wordnet"), *, name: str | N
                  gcide_path: str | Path = GCIDE_PATH, wordnet_dir: str | Path = WORDNET_DIR,
                  use_cache: bool = True) -> Corpus:
     """Tokenise `sources` (any of "gcide", "wordnet", "lee") into one cached corpus file."""
+    if isinstance(sources, (str, bytes)):
+        raise InputTypeError(f"sources must be a list of source names, got the string "
+                             f"{sources!r} (write [{sources!r}])")
     sources = list(sources)
+    if not sources:
+        raise OptionError("no corpus sources given; choose from gcide, wordnet, lee")
+    for src in sources:
+        if src not in ("gcide", "wordnet", "lee"):
+            raise OptionError(f"unknown corpus source {src!r}; known: gcide, wordnet, lee")
     gcide_path, wordnet_dir = Path(gcide_path), Path(wordnet_dir)
     key = content_key(_VERSION, _source_ids(sources, gcide_path, wordnet_dir))
     folder = cache_dir() / "corpora" / key[:32]
@@ -248,6 +256,6 @@ def build_corpus(sources: Iterable[str] = ("gcide", "wordnet"), *, name: str | N
 
 def load_corpus(name: str = "gcide+wordnet", **kwargs) -> Corpus:
     """A named corpus: "gcide+wordnet" (full scale), "gcide", "wordnet" or "lee" (smoke)."""
-    if name not in CORPORA:
-        raise ValueError(f"unknown corpus {name!r}; known: {', '.join(CORPORA)}")
+    if not isinstance(name, str) or name not in CORPORA:
+        raise OptionError(f"unknown corpus {name!r}; known: {', '.join(CORPORA)}")
     return build_corpus(name.split("+"), name=name, **kwargs)

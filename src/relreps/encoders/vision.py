@@ -85,12 +85,13 @@ class EfficientNetLiteEncoder:
 
     def __init__(self, variant: str = "lite0", resolution: int | None = None,
                  batch_size: int = 50) -> None:
-        if variant not in EFFICIENTNET_VARIANTS:
-            raise RelrepsError(f"variant must be one of {list(EFFICIENTNET_VARIANTS)}, "
-                               f"got {variant!r}")
+        from relreps.validation import check_choice, check_int
+
+        check_choice(variant, "variant", tuple(EFFICIENTNET_VARIANTS))
         self.variant = variant
-        self.resolution = int(resolution or EFFICIENTNET_VARIANTS[variant][4])
-        self.batch_size = int(batch_size)
+        self.resolution = check_int(resolution, "resolution", min_value=1, allow_none=True) \
+            or EFFICIENTNET_VARIANTS[variant][4]
+        self.batch_size = check_int(batch_size, "batch_size", min_value=1)
         self.name = f"efficientnet-{variant}@{self.resolution}"
         self._model: Any = None
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from relreps._backend import to_numpy
 from relreps.cache import (
     cache_dir,
     content_key,
@@ -39,8 +40,16 @@ from relreps.cache import (
     save_entry,
 )
 from relreps.encoders.base import cached_encode
-from relreps.errors import DataNotFoundError, MissingDependencyError, RelrepsError
+from relreps.errors import (
+    DataNotFoundError,
+    InputTypeError,
+    MissingDependencyError,
+    NonFiniteError,
+    RelrepsError,
+    ShapeError,
+)
 from relreps.progress import progress
+from relreps.validation import check_array, check_float, check_int
 
 __all__ = ["WordVectors", "EncodedWords", "as_word_space", "load_glove", "load_wordllama",
            "load_sentence_words", "train_word2vec", "train_fasttext", "TRAIN_DEFAULTS",
@@ -69,19 +78,23 @@ class WordVectors:
     """
 
     def __init__(self, words: Sequence[str], vectors: Any, name: str = "vectors") -> None:
+        if isinstance(words, (str, bytes)) or not isinstance(words, Iterable):
+            raise InputTypeError(f"words must be a sequence of strings, got "
+                                 f"{type(words).__name__}")
         words = [str(w) for w in words]
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2:
-            raise RelrepsError(f"vectors must be 2-D (n_words, dim), got shape {vectors.shape}")
+        vectors = check_array(vectors, "vectors", finite=False, min_features=0,
+                              kinds=("numpy", "torch"))
+        vectors = np.asarray(to_numpy(vectors), dtype=np.float32)
         if len(words) != vectors.shape[0]:
-            raise RelrepsError(f"{len(words)} words but {vectors.shape[0]} vectors")
+            raise ShapeError(f"{len(words)} words but {vectors.shape[0]} vectors")
         index: dict[str, int] = {}
         for i, w in enumerate(words):
             if w in index:
                 raise RelrepsError(f"duplicate word {w!r} in the table")
             index[w] = i
         if vectors.size and not np.isfinite(vectors).all():
-            raise RelrepsError(f"{name}: the table contains NaN or inf values")
+            raise NonFiniteError(f"{name}: the table contains NaN or inf values (or values "
+                                 "beyond float32)")
         self.words, self.vectors, self.index, self.name = words, vectors, index, name
 
     @property
@@ -103,7 +116,10 @@ class WordVectors:
         words = list(table)
         if not words:
             raise RelrepsError("the word table is empty")
-        rows = [np.asarray(table[w], dtype=np.float32).ravel() for w in words]
+        try:
+            rows = [np.asarray(table[w], dtype=np.float32).ravel() for w in words]
+        except (TypeError, ValueError):
+            raise InputTypeError("the word table's vectors must be numbers") from None
         if len({r.shape[0] for r in rows}) != 1:
             raise RelrepsError("the word vectors have different lengths")
         return cls(words, np.stack(rows), name)
@@ -338,6 +354,14 @@ def _params(overrides: dict[str, Any], extra: dict[str, Any] | None = None) -> d
     if unknown:
         raise RelrepsError(f"unknown training settings {sorted(unknown)}; known: {sorted(params)}")
     params.update(overrides)
+    for k in ("vector_size", "window", "min_count", "epochs", "min_n", "max_n", "bucket"):
+        if k in params:
+            check_int(params[k], k, min_value=1)
+    for k in ("sg", "negative", "seed"):
+        check_int(params[k], k, min_value=0)
+    check_int(params["workers"], "workers", min_value=0)
+    for k in ("sample", "alpha"):
+        check_float(params[k], k, min_value=0.0)
     params["workers"] = int(params["workers"] or os.cpu_count() or 1)
     return params
 
