@@ -1685,7 +1685,7 @@ def _cli_files(c: Ctx) -> dict[str, str]:
              "idx_neg": d / "idx_neg.npy", "idx_float": d / "idx_float.npy",
              "texts": d / "texts.txt", "csv": d / "a.csv", "pickle": d / "evil.npy",
              "txt": d / "a.txt", "empty": d / "empty.npy", "model_bad": d / "model.safetensors",
-             "anchors_json": d / "anchors.json"}
+             "anchors_json": d / "anchors.json", "xyz": d / "a.xyz"}
     np.save(files["A"], a)
     np.save(files["B"], (a @ q).astype(np.float32))
     np.save(files["short"], a[:-1])
@@ -1701,6 +1701,7 @@ def _cli_files(c: Ctx) -> dict[str, str]:
     files["csv"].write_text("a,b\n1,x\n2,y\n")
     files["pickle"].write_bytes(_evil_pickle(c.path("PWNED-cli")))
     files["txt"].write_text("not an array\n")
+    files["xyz"].write_bytes(files["A"].read_bytes())  # an .npy under an unknown suffix
     files["empty"].write_bytes(b"")
     files["model_bad"].write_bytes(b"\x00" * 16)
     files["anchors_json"].write_text('{"indices": {"default": [0, 1')
@@ -1751,8 +1752,8 @@ def cli_cases() -> list[Case]:
         requires=cmp)
     add("compare/missing-file", lambda f, c: [cmp, f["A"], f["A"] + ".missing",
                                               "--out", out_dir(c, "c")], requires=cmp)
-    add("compare/unknown-format", lambda f, c: [cmp, f["A"], f["txt"].replace(".txt", ".xyz"),
-                                                "--out", out_dir(c, "c")], requires=cmp)
+    add("compare/unknown-format", lambda f, c: [cmp, f["A"], f["xyz"], "--out",
+                                                out_dir(c, "c")], requires=cmp)
     add("compare/text-file", lambda f, c: [cmp, f["A"], f["txt"], "--out", out_dir(c, "c")],
         requires=cmp)
     add("compare/pickle-as-npy", lambda f, c: [cmp, f["A"], f["pickle"], "--out",

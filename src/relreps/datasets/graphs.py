@@ -165,7 +165,7 @@ def load_planetoid(name: str, split: str = "full", *, source: str | Path | None 
     test); `split="full"` keeps the same validation and test nodes and trains on all the rest
     (Cora 1,208, CiteSeer 1,827 training nodes), which leaves room for 300 training anchors.
     `source` holds `<Name>/raw/` (default: shared/data/planetoid). The raw pickles are parsed
-    without running code (`read_planetoid_raw`) on every call (well under a second) and nothing
+    without running code (`read_planetoid_raw`) on every call and nothing
     is written: PyG's processed cache, which PyG may load with code execution enabled, is not
     used. `root` is accepted for compatibility and ignored.
     """
