@@ -600,20 +600,19 @@ def test_an_unusable_cache_is_a_named_error_or_a_warning(tmp_path, monkeypatch):
     monkeypatch.setenv("RELREPS_CACHE", str(blocker / "sub"))
     with pytest.raises(C.RunFolderError, match="RELREPS_CACHE"):
         C.cache_dir()
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    monkeypatch.setenv("RELREPS_CACHE", str(ro))
-    ro.chmod(0o500)
-    try:
-        if os.access(ro, os.W_OK):  # running as root: permissions do not apply
-            pytest.skip("cannot make a read-only folder here")
-        with pytest.raises(C.RunFolderError, match="not writable"):
-            C.ensure_cache_writable()
-        with pytest.warns(C.CacheWarning, match="not cached"):
-            got = C.cached_array("unit", "k", lambda: np.ones(2))
-        np.testing.assert_array_equal(got, np.ones(2))
-    finally:
-        ro.chmod(0o700)
+    monkeypatch.setenv("RELREPS_CACHE", str(tmp_path / "ok"))
+
+    def refuse(*args, **kwargs):  # a read-only cache (chmod does not stop root)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(C.tempfile, "mkstemp", refuse)
+    with pytest.raises(C.RunFolderError, match="not writable"):
+        C.ensure_cache_writable()
+    monkeypatch.setattr(C, "_WARNED", set())
+    with pytest.warns(C.CacheWarning, match="not cached"):
+        got = C.cached_array("unit", "k", lambda: np.ones(2))
+    np.testing.assert_array_equal(got, np.ones(2))  # the computation goes on, uncached
+    assert not list((tmp_path / "ok").rglob("*.npy"))
 
 
 def test_a_world_writable_cache_warns(tmp_path, monkeypatch):

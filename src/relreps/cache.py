@@ -76,7 +76,7 @@ def cache_dir() -> Path:
         mode = path.stat().st_mode
     except OSError:  # pragma: no cover - removed between the calls
         mode = 0
-    if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+    if mode & stat.S_IWOTH:  # (even with the sticky bit: others can pre-create the subfolders)
         _warn_once(f"world:{path}", f"the relreps cache {path} is writable by every user: "
                    "anyone can plant entries that later runs read (data only, never code). "
                    "Use a private folder (chmod o-w) or set RELREPS_CACHE.")
