@@ -299,13 +299,13 @@ def test_cka_detects_shared_structure():
 
 def test_cka_errors():
     x = np.random.default_rng(0).normal(size=(10, 3))
-    with pytest.raises(RelrepsError, match="rows must correspond"):
+    with pytest.raises(RelrepsError, match="row counts differ"):
         M.cka(x, x[:8])
     with pytest.raises(RelrepsError, match="kernel must be"):
         M.cka(x, x, kernel="poly")
     with pytest.raises(RelrepsError, match="at least 4 samples"):
         M.cka(x[:3], x[:3], debiased=True)
-    with pytest.raises(RelrepsError, match="at least 2 samples"):
+    with pytest.raises(RelrepsError, match="at least 2"):
         M.cka(x[:1], x[:1])
     with pytest.raises(RelrepsError, match="constant"):
         M.cka(x, np.ones_like(x))
