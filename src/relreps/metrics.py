@@ -968,9 +968,16 @@ def rsa(a: Array, b: Array, *, metric: str = "correlation", method: str = "spear
     4,000: 8 million pairs), the same seeded random subset of `max_samples` rows is used in both
     spaces (`random_state`); ``max_samples=None`` uses all rows.
 
-    Invariant to orthogonal maps, isotropic scaling and translation of either space (all three
-    metrics), and with ``"correlation"`` to shifting or scaling each sample's vector; with
-    ``"spearman"``, to any monotone change of the dissimilarities.
+    Invariances of either space: ``"euclidean"``: orthogonal maps, isotropic scaling,
+    translation; ``"cosine"``: orthogonal maps, scaling of each sample's vector;
+    ``"correlation"``: shifting and scaling each sample's vector, permuting the features (not
+    general rotations: the correlation centres each vector over its features). With
+    ``"spearman"``, also any monotone change of the dissimilarities.
+
+    The dissimilarities come from float64 matrix products (relative error ~1e-15, on the
+    input's device): pairs whose dissimilarities are equal in exact arithmetic (duplicated
+    samples, lattice data) may be separated by rounding instead of tied, unlike scipy's
+    pair-by-pair ``pdist``; this matters for Spearman only when such ties are common.
     """
     metric = check_choice(metric, "metric", ("correlation", "cosine", "euclidean"))
     method = check_choice(method, "method", ("spearman", "pearson"))
@@ -1113,8 +1120,9 @@ class LayerComparison:
             if len(labels) <= 60:
                 set_ticks(range(len(labels)), labels=labels,
                           **({"rotation": 90} if set_ticks == ax.set_xticks else {}))
-        ax.set_xlabel(str(self.meta.get("model_b", "model b")) + " layer")
-        ax.set_ylabel(str(self.meta.get("model_a", "model a")) + " layer")
+        for set_label, key in ((ax.set_xlabel, "model_b"), (ax.set_ylabel, "model_a")):
+            kind = self.meta.get(key)
+            set_label(f"{key} layer" + (f" ({kind})" if kind else ""))
         ax.set_title(title if title is not None else
                      f"{'debiased ' if self.debiased else ''}linear CKA "
                      f"({self.estimator}, n={self.n_samples})")
