@@ -1310,8 +1310,8 @@ def compare_layers(model_a: torch.nn.Module, model_b: torch.nn.Module, loader: I
     finally:
         for h in handles:
             h.remove()
-        for m, mode in flags:
-            m.train(mode)
+        for m, mode in flags:  # each module's own flag: train() would recurse into children
+            m.training = mode
     return _layer_result(acc, ia, ib, names_a, names_b, labels, estimator, debiased, n_seen,
                          model_a, model_b)
 
