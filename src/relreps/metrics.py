@@ -258,11 +258,17 @@ def _zero_rows(x: Any, name: str, what: str) -> RelrepsError:
 
 # --------------------------------------------------------------------------------- numerics
 
+def _max_abs(t: torch.Tensor) -> torch.Tensor:
+    """max |t| (0-dim; one pass without a temporary, faster than an inf-norm reduction)."""
+    lo, hi = torch.aminmax(t)
+    return torch.maximum(-lo, hi)
+
+
 def _safe_mean(t: torch.Tensor) -> torch.Tensor:
-    """Column means of `t` in its dtype, without overflow (summed in float64 after a power-of-two
-    rescaling)."""
-    s = pow2_global_scale(t)
-    m = (t / s).sum(0, dtype=torch.float64) / max(t.shape[0], 1)
+    """Column means of `t` in its dtype without overflow (summed after a power-of-two
+    rescaling). Used as a shift: any value near the mean serves, so the sum stays in t's dtype."""
+    s = pow2_global_scale(_max_abs(t))
+    m = (t / s).sum(0).to(torch.float64) / max(t.shape[0], 1)
     return (m * s.double()).to(t.dtype)
 
 
@@ -385,11 +391,8 @@ class _ExactLinear:
         if self.shifts[k] is None:
             self.shifts[k] = _safe_mean(x)
         c = self.shifts[k].to(x.dtype)
-        m = torch.maximum(torch.linalg.vector_norm(x, ord=math.inf),
-                          torch.linalg.vector_norm(c, ord=math.inf))
-        s = pow2_global_scale(m)
-        xt = x / s
-        xt -= c / s
+        s = pow2_global_scale(torch.maximum(_max_abs(x), _max_abs(c)))
+        xt = torch.addcdiv(-c / s, x, s)  # (x - c) / s in one pass; neither term can overflow
         kd = torch.linalg.vector_norm(xt, dim=1, dtype=torch.float64).square() \
             if self.debiased else None
         return xt, s.to(torch.float64), kd
@@ -409,7 +412,9 @@ class _ExactLinear:
             f_new.append(s / S_new)
             self.scales[k] = S_new
         for k, (xt, _, kd) in enumerate(prepped):
-            batch = {"sum": xt.sum(0, dtype=torch.float64), "C": (xt.T @ xt).double()}
+            # Column sums in the input dtype, like the GEMM's own sums: over one block of rows
+            # of (-2, 2) entries the error is far below the cross-product terms they correct.
+            batch = {"sum": xt.sum(0).double(), "C": (xt.T @ xt).double()}
             if self.debiased:
                 batch.update(skd=kd.sum(), skd2=kd.square().sum(),
                              vkd=(kd.to(xt.dtype) @ xt).double())
@@ -468,9 +473,8 @@ class _ExactLinear:
         cr = self._cross_stats(i, j)
         sx, sy = si["sum"], sj["sum"].to(si["sum"].device)
         if not self.debiased:
-            centred = cr["C"] - torch.outer(sx, sy) / n
-            return centred.square().sum()
-        tr = cr["C"].square().sum() - cr["skdld"]
+            return torch.linalg.vector_norm(cr["C"] - torch.outer(sx, sy) / n).square()
+        tr = torch.linalg.vector_norm(cr["C"]).square() - cr["skdld"]
         sk = sx @ sx - si["skd"]
         sl = sy @ sy - sj["skd"].to(sk.device)
         k1l1 = sx @ cr["C"] @ sy - sx @ cr["vldx"] - sy @ cr["vkdy"] + cr["skdld"]
