@@ -148,6 +148,11 @@ def test_dask_errors_name_the_row_and_refuse_what_is_not_blockwise():
         M.mean_cosine(da.from_array(x, chunks=30), x)
     with pytest.raises(InputTypeError):
         M.cka(da.from_array(x, chunks=30), torch.tensor(y))
+    unknown = da.from_array(x, chunks=30)
+    unknown = unknown[unknown[:, 0] > -100]  # a boolean filter: row counts unknown
+    with pytest.raises(ShapeError, match="compute_chunk_sizes"):
+        M.cka(unknown, y)
+    assert M.cka(unknown.compute_chunk_sizes(), y) == pytest.approx(M.cka(x, y), abs=1e-12)
 
 
 # ------------------------------------------------------------------------------- minibatches

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from relreps import metrics as M
-from relreps.errors import InputTypeError, RelrepsError, ShapeError
+from relreps.errors import InputTypeError, NonFiniteError, RelrepsError, ShapeError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -217,6 +217,15 @@ def test_layers_that_cannot_be_compared():
         constant[0].bias.fill_(-100.0)  # the Linear output varies, the ReLU output is all 0
     with pytest.raises(RelrepsError, match=r"undefined for \['model_a.1'\]"):
         M.compare_layers(constant, constant, [x], ["1"], ["0"], estimator="exact")
+
+
+@pytest.mark.parametrize("estimator", ["minibatch", "exact"])
+def test_non_finite_activations_are_named(estimator):
+    model = nn.Sequential(nn.Linear(4, 3), nn.Tanh()).double()
+    x = data(20, 4)
+    x[7, 0] = np.nan
+    with pytest.raises(NonFiniteError, match=r"model_a.0"):
+        M.compare_layers(model, model, [x], estimator=estimator)
 
 
 def test_exact_estimator_refuses_layers_too_wide(monkeypatch):

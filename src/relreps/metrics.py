@@ -41,7 +41,13 @@ import torch
 
 from relreps._backend import Array, same_kind
 from relreps._numerics import pow2_global_scale, pow2_scale
-from relreps.errors import InputTypeError, NumericalError, RelrepsError, ShapeError
+from relreps.errors import (
+    InputTypeError,
+    NonFiniteError,
+    NumericalError,
+    RelrepsError,
+    ShapeError,
+)
 from relreps.validation import (
     check_array,
     check_bool,
@@ -214,6 +220,10 @@ def _inputs(a: Any, b: Any, *, min_rows: int = 2, same_width: bool = False,
     y = check_array(b, names[1], min_rows=min_rows, kinds=kinds)
     same_kind(x, y, names=names)
     check_same_device({names[0]: x, names[1]: y})
+    for arr, name in ((x, names[0]), (y, names[1])):
+        if is_dask(arr) and math.isnan(arr.shape[0]):
+            raise ShapeError(f"{name} is a dask array with unknown chunk sizes; call "
+                             f"{name}.compute_chunk_sizes() first")
     check_same_rows({names[0]: x, names[1]: y})
     if same_width and x.shape[1] != y.shape[1]:
         raise ShapeError(f"{names[0]} has width {x.shape[1]} but {names[1]} has {y.shape[1]}; "
@@ -525,8 +535,6 @@ def _dask_linear_terms(x: Any, y: Any, debiased: bool
     xa = x if is_dask(x) else da.from_array(x)
     ya = y if is_dask(y) else da.from_array(y)
     xa = xa.rechunk({1: -1})
-    if any(math.isnan(c) for c in xa.chunks[0]):
-        raise ShapeError("a has unknown chunk sizes; call a.compute_chunk_sizes() first")
     ya = ya.rechunk({0: xa.chunks[0], 1: -1})
     first = [np.asarray(v) for v in dask.compute(xa.blocks[0], ya.blocks[0])]
     shifts = [_safe_mean(_torch(first[0])), _safe_mean(_torch(first[1]))]
@@ -1350,7 +1358,7 @@ def _layer_result(acc: Any, ia: list[int], ib: list[int], names_a: list[str],
     h_self, h_cross = vals[:n_sp], vals[n_sp:]
     bad = [labels[k] for k in range(n_sp) if not math.isfinite(h_self[k])]
     if bad or not all(math.isfinite(v) for v in h_cross):
-        raise NumericalError(f"the outputs of {bad or 'some layers'} hold NaN or inf values")
+        raise NonFiniteError(f"the outputs of {bad or 'some layers'} hold NaN or inf values")
     flat = [labels[k] for k in range(n_sp) if not h_self[k] > 0]
     if flat:
         raise RelrepsError(f"CKA is undefined for {flat}: constant output over the data (or too "
