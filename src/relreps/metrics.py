@@ -284,7 +284,7 @@ def _safe_mean(t: torch.Tensor) -> torch.Tensor:
 
 def _scaled_centered(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows centred and divided by a power of two s, s). Exact rescaling; entries in (-2, 2)."""
-    s = pow2_global_scale(t)
+    s = pow2_global_scale(_max_abs(t))
     xt = t / s
     xt -= xt.mean(0, dtype=torch.float64).to(xt.dtype)
     return xt, s
@@ -553,8 +553,8 @@ def _chunk_accumulator(bx: np.ndarray, by: np.ndarray, offset: int,
     acc = _ExactLinear(2, [(0, 1)], debiased, shifts)
     for arr, name in ((bx, "a"), (by, "b")):
         check_finite_rows(arr, name, offset=offset)
-    if len(bx):
-        acc.update(_common(_torch(bx), _torch(by)))
+    for s, e in _row_blocks(len(bx), max(bx.shape[1], by.shape[1])):
+        acc.update(_common(_torch(bx[s:e]), _torch(by[s:e])))
     return acc
 
 
