@@ -306,9 +306,10 @@ def _center_gram(K: torch.Tensor, unbiased: bool) -> torch.Tensor:
     U-centring (Szekely & Rizzo 2014): with K~ = K with a zero diagonal,
     U_ij = K~_ij - r_i / (n-2) - r_j / (n-2) + sum(K~) / ((n-1)(n-2)) off the diagonal, 0 on it;
     <U(K), U(L)> / (n (n-3)) is the unbiased HSIC estimator of Song et al. (2012).
+    Works in place when K is already float64 (callers pass temporaries).
     """
     n = K.shape[0]
-    K = K.to(torch.float64, copy=True)
+    K = K.to(torch.float64)
     if unbiased:
         K.fill_diagonal_(0)
         r = K.sum(0)
@@ -328,7 +329,8 @@ def _gram_terms(K: torch.Tensor, L: torch.Tensor, debiased: bool
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(HSIC(K, L), HSIC(K, K), HSIC(L, L)) up to a common positive factor."""
     Kc, Lc = _center_gram(K, debiased), _center_gram(L, debiased)
-    return (Kc * Lc).sum(), Kc.square().sum(), Lc.square().sum()
+    kc, lc = Kc.reshape(-1), Lc.reshape(-1)  # inner products without n x n temporaries
+    return kc @ lc, kc @ kc, lc @ lc
 
 
 # --------------------------------------------------------------------------------- mean cosine
@@ -567,15 +569,14 @@ def _rbf_gram(xt: torch.Tensor, sigma2: torch.Tensor | None
     Without a bandwidth: the median of the off-diagonal squared distances (lower middle value).
     """
     n = xt.shape[0]
-    G = (xt @ xt.T).double()
-    sq = torch.diagonal(G)
-    d2 = (sq[:, None] + sq[None, :] - 2 * G).clamp_min_(0)
-    d2.fill_diagonal_(0)
+    d2 = (xt @ xt.T).double()  # becomes the squared distances, then the kernel, in place
+    sq = torch.diagonal(d2).clone()
+    d2.mul_(-2).add_(sq[:, None]).add_(sq[None, :]).clamp_min_(0).fill_diagonal_(0)
     if sigma2 is None:
         off = d2.reshape(-1)[1:].view(n - 1, n + 1)[:, :-1]  # all off-diagonal entries
         sigma2 = off.median()
     safe = torch.where(sigma2 > 0, sigma2, torch.ones_like(sigma2))
-    return torch.exp(-d2 / (2 * safe)), sigma2
+    return d2.div_(-2 * safe).exp_(), sigma2
 
 
 def _rbf_terms(x: Any, y: Any, debiased: bool, sigma: float | None
