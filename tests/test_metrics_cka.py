@@ -49,6 +49,31 @@ def test_rbf_cka_equals_the_gram_definition(seed, n, debiased, sigma):
     assert got == pytest.approx(expected, abs=1e-9)
 
 
+def test_mean_cosine_values():
+    a = np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
+    b = np.array([[2.0, 0.0], [1.0, 0.0], [-1.0, -1.0]])
+    assert M.mean_cosine(a, b) == pytest.approx((1 + 0 - 1) / 3, abs=1e-15)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 5)), rng.normal(size=(40, 5))
+    expected = R.mean_cosine(x, y)
+    assert M.mean_cosine(x, y) == pytest.approx(expected, abs=1e-14)
+    assert M.mean_cosine(x * 3, y * 0.5) == pytest.approx(expected, abs=1e-14)
+    assert M.mean_cosine(x, -x) == pytest.approx(-1.0, abs=1e-15)
+    z = y.copy()
+    z[[2, 30]] = 0
+    with pytest.raises(RelrepsError, match=r"b has zero vectors \(rows \[2, 30\]\)"):
+        M.mean_cosine(x, z)
+    with pytest.raises(ShapeError, match="widths must match"):
+        M.mean_cosine(x, y[:, :4])
+
+
+def test_cka_detects_shared_structure():
+    x, y = R.correlated_pair(6, 400, 30, 20, noise=0.3)
+    assert M.cka(x, y, debiased=True) > 0.5
+    rng = np.random.default_rng(6)
+    assert abs(M.cka(x, rng.normal(size=(400, 20)), debiased=True)) < 0.05
+
+
 def test_known_values():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 5))
