@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from relreps.errors import AnchorError, RelrepsError
+from relreps.errors import AnchorError, RelrepsError, ShapeError
 from relreps.selection import (
     anchor_alignment_scores,
     anchor_count_sweep,
@@ -64,11 +64,11 @@ def test_errors(spaces):
     a, b = spaces
     with pytest.raises(AnchorError):
         best_aligned_anchors([a], 5)
-    with pytest.raises(AnchorError):
+    with pytest.raises(ShapeError, match="row counts differ"):
         best_aligned_anchors([a, b[:-1]], 5)
     with pytest.raises(AnchorError):
         best_aligned_anchors([a, b], 0)
-    with pytest.raises(AnchorError):
+    with pytest.raises(RelrepsError, match="candidates repeats the index 1"):
         best_aligned_anchors([a, b], 5, candidates=[1, 1, 2, 3, 4])
 
 
