@@ -368,14 +368,12 @@ def _fp_prepare(block: Any, metric: str, scale: float, start: int, name: str) ->
     return u
 
 
-def _fp_first(start: int, block: Any, p: np.ndarray, metric: str, scale: float,
-              name: str) -> tuple[np.ndarray, np.ndarray]:
+def _fp_sq(start: int, block: Any, metric: str, scale: float, name: str) -> np.ndarray:
     b = _fp_prepare(block, metric, scale, start, name)
-    sq = np.einsum("ij,ij->i", b, b)
-    return sq, sq - 2.0 * (b @ p) + p @ p
+    return np.einsum("ij,ij->i", b, b)
 
 
-def _fp_next(start: int, block: Any, sq: np.ndarray, p: np.ndarray, metric: str, scale: float,
+def _fp_dist(start: int, block: Any, sq: np.ndarray, p: np.ndarray, metric: str, scale: float,
              name: str) -> np.ndarray:
     b = _fp_prepare(block, metric, scale, start, name)
     return sq - 2.0 * (b @ p) + p @ p
@@ -399,17 +397,14 @@ def farthest_point(x: Array, n: int, *, random_state: Any = None, metric: str = 
     def point(i: int) -> np.ndarray:
         return _fp_prepare(rows.take(np.array([i])), metric, scale, i, rows.name)[0]
 
-    parts = rows.map(functools.partial(_fp_first, p=point(first), **opts))
-    sq = np.concatenate([s for s, _ in parts])
-    mind = np.concatenate([d for _, d in parts])
+    sq = np.concatenate(rows.map(functools.partial(_fp_sq, **opts)))  # also finds zero rows
     chosen = [first]
-    for _ in range(1, n):
+    mind = np.full(rows.n, np.inf)
+    while len(chosen) < n:
+        d = rows.map(functools.partial(_fp_dist, p=point(chosen[-1]), **opts), sq)
+        mind = np.minimum(mind, np.concatenate(d))
         mind[chosen[-1]] = -np.inf
-        nxt = int(np.argmax(mind))
-        chosen.append(nxt)
-        if len(chosen) < n:
-            d = rows.map(functools.partial(_fp_next, p=point(nxt), **opts), sq)
-            mind = np.minimum(mind, np.concatenate(d))
+        chosen.append(int(np.argmax(mind)))
     return np.asarray(chosen, dtype=np.int64)
 
 
