@@ -75,7 +75,7 @@ LLOYD_MAX_ROWS = 20_000
 _LLOYD_MAX_BYTES = 2**28
 #: `diagnose` warns when more than this fraction of a sample's direction lies outside the
 #: anchors' span (below, the fact is reported as a note).
-MAX_OUTSIDE_SPAN = 0.05
+MAX_OUTSIDE_SPAN = 0.10
 #: Version of the AnchorSet JSON format written by :meth:`AnchorSet.save`.
 FORMAT_VERSION = 1
 
@@ -942,6 +942,31 @@ def _add_moments(a: tuple[np.ndarray, int], b: tuple[np.ndarray, int]) -> tuple[
     return a[0] + b[0], a[1] + b[1]
 
 
+def _leave_one_out_outside(w: np.ndarray, s: np.ndarray, r: int, m: np.ndarray,
+                           centred: bool) -> float:
+    """Mean share of anchor i's direction outside the span of the other anchors.
+
+    Uncentred, `m` holds the anchors' unit rows and the squared distance of row i to the span of
+    the others is ``1 / (G^+)_ii`` for the Gram ``G = m m^T``. Centred (`m` = anchors minus their
+    mean), anchor i is seen centred on the others' mean, ``k/(k-1) m_i``, against the span of the
+    others centred on that mean, and its squared distance to the others' affine hull is
+    ``1 / (K^+)_ii`` for the centred Gram ``K``. With the thin SVD ``m = W diag(s) V^T`` both read
+    ``1 / sum_j W_ij^2 / s_j^2``; a row that takes part in a linear (affine) dependency has
+    distance 0 (its row of the Gram's null space, beyond the constant vector when centred, is
+    not zero).
+    """
+    k = len(m)
+    if r == 0:
+        return 1.0
+    wr = w[:, :r]
+    free = 1.0 - (wr**2).sum(1) - (1.0 / k if centred else 0.0)
+    dist2 = 1.0 / (wr**2 / s[:r] ** 2).sum(1)
+    dist2[free > 1e-9] = 0.0
+    norm2 = np.einsum("ij,ij->i", m, m) * ((k / (k - 1)) ** 2 if centred else 1.0)
+    valid = norm2 > 0
+    return float(np.clip(dist2[valid] / norm2[valid], 0.0, 1.0).mean()) if valid.any() else 1.0
+
+
 def _count_duplicates(u: np.ndarray, threshold: float) -> int:
     """Pairs i < j with u_i . u_j > threshold, in blocks of rows (never a k x k matrix)."""
     k = len(u)
@@ -1027,11 +1052,9 @@ def diagnose(anchor_embeddings: Array, x: Array | None = None, *, center: Any = 
     u, zero = _unit_rows_np(a)
     n_dup = _count_duplicates(u, duplicate_cosine)
 
-    # the span of the anchors' directions, and what lies outside it
-    w, su, vt = np.linalg.svd(u, full_matrices=False)
-    tol_u = su.max(initial=0.0) * max(k, d) * np.finfo(np.float64).eps
-    r_u = int((su > tol_u).sum())
-    basis = vt[:r_u]
+    # the span of the anchors (centred when `center`), and what of a sample lies outside it
+    w, sm, vt = np.linalg.svd(u if center_used is None else a, full_matrices=False)
+    r_m = int((sm > sm.max(initial=0.0) * max(k, d) * np.finfo(np.float64).eps).sum())
     data_eff = n_data = None
     if data is not None:
         mu = mu_scaled * scale if center_used else None
@@ -1039,23 +1062,16 @@ def diagnose(anchor_embeddings: Array, x: Array | None = None, *, center: Any = 
             functools.partial(_moment_block, mu=mu, name="x"), _add_moments)
         if n_data == 0:
             raise AnchorError("x has no non-zero rows (after centring): nothing to measure")
+        basis = vt[:r_m]
         inside = float(np.einsum("ij,jk,ik->", basis, moment, basis)) / n_data
         outside, source = min(1.0, max(0.0, 1.0 - inside)), "data"
         ev = np.clip(np.linalg.eigvalsh(moment), 0.0, None)
         data_eff = float(ev.sum() ** 2 / (ev**2).sum()) if ev.sum() > 0 else 0.0
-    elif r_u >= d:
+    elif r_m >= d:
         outside, source = 0.0, "full span"
-    elif r_u == 0:
-        outside, source = 1.0, "leave-one-out"
     else:
-        # residual of unit anchor i against the span of the others: 0 when it takes part in a
-        # linear dependency (its row of the Gram's null space is not zero), else
-        # 1 / (G^+)_ii = 1 / sum_j W_ij^2 / s_j^2 (thin SVD u = W diag(s) V^T)
-        wr = w[:, :r_u]
-        dependent = 1.0 - (wr**2).sum(1) > 1e-9
-        resid = 1.0 / (wr**2 / su[:r_u] ** 2).sum(1)
-        resid[dependent] = 0.0
-        outside, source = float(np.clip(resid[~zero], 0.0, 1.0).mean()), "leave-one-out"
+        outside, source = _leave_one_out_outside(w, sm, r_m, a if center_used else u,
+                                                 center_used is not None), "leave-one-out"
 
     msgs: list[str] = []
     notes: list[str] = []
@@ -1064,10 +1080,10 @@ def diagnose(anchor_embeddings: Array, x: Array | None = None, *, center: Any = 
         bad = ", ".join(str(int(i)) for i in np.flatnonzero(zero)[:5])
         msgs.append(f"anchor rows {bad} are zero{' after centring' if center_used else ''}: "
                     "cosine to them is undefined")
-    if r_u < d:
+    if r_m < d:
         where = ("of the data" if source == "data" else
                  "of a typical sample (leave-one-out estimate over the anchors)")
-        text = (f"{k} anchors span {r_u} of {d} dimensions: {outside:.1%} of the direction "
+        text = (f"{k} anchors span {r_m} of {d} dimensions: {outside:.1%} of the direction "
                 f"{where} lies outside their span and is invisible to the relative "
                 f"representation (anchors' effective dimension {eff:.1f}"
                 f"{'' if data_eff is None else f', data {data_eff:.1f}'})")
