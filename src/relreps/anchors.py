@@ -211,7 +211,7 @@ def _unit_rows_np(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     from relreps._numerics import unit_rows
 
-    u, zero = unit_rows(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64)))
+    u, zero = unit_rows(torch.from_numpy(np.require(a, np.float64, ['C', 'W'])))
     return u.numpy(), zero.numpy()
 
 
@@ -261,16 +261,23 @@ def stratified(x: Array, n: int, *, y: Any = None, random_state: Any = None) -> 
     return picks_a[first].astype(np.int64)
 
 
+def _sq_dist(centers: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Exact squared distances (len(centers), len(points)), by differences (no cancellation)."""
+    return ((centers[:, None, :] - points[None, :, :]) ** 2).sum(-1)
+
+
 def _assign_block(start: int, block: Any, used: np.ndarray, centers: np.ndarray,
                   scale: float) -> tuple[np.ndarray, np.ndarray] | None:
-    from sklearn.metrics import pairwise_distances_argmin_min
+    """(squared distance, row) of each centroid's nearest unused row of the block."""
+    from sklearn.metrics import pairwise_distances_argmin
 
     keep = np.flatnonzero(~used)
     if keep.size == 0:
         return None
     sub = np.asarray(block, dtype=np.float64)[keep] / scale
-    j, dist = pairwise_distances_argmin_min(centers, sub)
-    return dist, keep[j] + start
+    j = pairwise_distances_argmin(centers, sub)
+    d2 = ((centers - sub[j]) ** 2).sum(-1)  # exactly as _sq_dist computes it
+    return d2, keep[j] + start
 
 
 def _closer(a: Any, b: Any) -> Any:
@@ -282,25 +289,36 @@ def _closer(a: Any, b: Any) -> Any:
 
 
 def _nearest_distinct_rows(rows: _Rows, centers: np.ndarray, scale: float) -> np.ndarray:
-    """For each centroid, the nearest row not claimed by a closer centroid (rows used once).
+    """Real rows for the centroids, each row used once: greedy by distance over all pairs.
 
-    Each pass finds every pending centroid's nearest unused row block by block; a row wanted by
-    several centroids goes to the closest (ties: the lower centroid index) and the others look
-    again, without the rows taken so far, in the next pass.
+    The result is the matching that takes the closest (centroid, row) pair, then the closest
+    pair among the rest, and so on: no centroid prefers a row whose owner is farther from it.
+    Each pass over the rows finds every pending centroid's nearest unused row (block by block,
+    ``sklearn.metrics.pairwise_distances_argmin``); the pairs where the row's nearest pending
+    centroid is that same centroid (mutual nearest pairs, which the greedy matching always
+    contains) are kept, and the other centroids look again in the next pass. Usually one or
+    two passes; memory O(n + k^2) at most, never an n x k matrix.
     """
     k = len(centers)
     chosen = np.full(k, -1, dtype=np.int64)
     used = np.zeros(rows.n, dtype=bool)
     pending = np.arange(k)
     while pending.size:
-        fn = functools.partial(_assign_block, centers=centers[pending], scale=scale)
-        dist, row = rows.map_reduce(fn, _closer, used)
-        order = np.lexsort((pending, dist))
-        _, first = np.unique(row[order], return_index=True)
-        winners = order[first]
-        chosen[pending[winners]] = row[winners]
-        used[row[winners]] = True
-        pending = np.setdiff1d(pending, pending[winners])
+        c = centers[pending]
+        d2, row = rows.map_reduce(functools.partial(_assign_block, centers=c, scale=scale),
+                                  _closer, used)
+        cand, back = np.unique(row, return_inverse=True)
+        pts = rows.take(cand).astype(np.float64) / scale
+        nearest = np.empty(len(cand), dtype=np.int64)  # nearest pending centroid of each row
+        step = max(1, 2**24 // max(1, len(c) * rows.d))
+        for s in range(0, len(cand), step):
+            nearest[s:s + step] = np.argmin(_sq_dist(c, pts[s:s + step]), axis=0)
+        mutual = nearest[back.ravel()] == np.arange(len(pending))
+        if not mutual.any():  # only through rounding; the closest pair is always safe
+            mutual[np.lexsort((np.arange(len(pending)), d2))[0]] = True
+        chosen[pending[mutual]] = row[mutual]
+        used[row[mutual]] = True
+        pending = pending[~mutual]
     return chosen
 
 
@@ -928,7 +946,7 @@ def _moment_block(start: int, block: Any, mu: np.ndarray | None, name: str
 
     b = np.asarray(block)
     check_finite_rows(b, name, offset=start)
-    t = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float64))
+    t = torch.from_numpy(np.require(b, np.float64, ['C', 'W']))
     if mu is not None:
         m = torch.from_numpy(mu)[None]
         s = torch.maximum(pow2_scale(t), pow2_scale(m))  # exact rescaling, no overflow
@@ -1040,7 +1058,8 @@ def diagnose(anchor_embeddings: Array, x: Array | None = None, *, center: Any = 
     tol = s.max(initial=0.0) * max(k, d) * np.finfo(np.float64).eps
     rank = int((s > tol).sum())
     cond = float(s[0] / s[rank - 1]) if rank else float("inf")
-    if rank < min(k, d):
+    full = min(k - 1, d) if center_used else min(k, d)  # centring removes one dimension
+    if rank < full:
         cond = float("inf")
     eff = _participation(s)
     with np.errstate(over="ignore"):
@@ -1092,8 +1111,8 @@ def diagnose(anchor_embeddings: Array, x: Array | None = None, *, center: Any = 
                                f"to bring it below {max_outside_span:.0%}")
         else:
             notes.append(text + f"; below the {max_outside_span:.0%} threshold")
-    if rank < min(k, d):
-        msgs.append(f"anchors are rank deficient (rank {rank} < {min(k, d)}): nearly collinear "
+    if rank < full:
+        msgs.append(f"anchors are rank deficient (rank {rank} < {full}): nearly collinear "
                     "anchors collapse the relative space onto fewer coordinates than anchors")
     elif cond > max_condition:
         msgs.append(f"anchors are ill conditioned (condition number {cond:.3g} > "
