@@ -1036,6 +1036,7 @@ def diagnose(anchor_embeddings: Array, x: Array | None = None, *, center: Any = 
     max_outside_span = check_float(max_outside_span, "max_outside_span", min_value=0.0,
                                    max_value=1.0)
     warn = check_bool(warn, "warn")
+    block_rows = check_int(block_rows, "block_rows", min_value=1, allow_none=True)
     data = _Rows(x, "x", block_rows) if x is not None else None
     if rows.n < 1:
         raise AnchorError("no anchors to diagnose")
