@@ -226,3 +226,41 @@ def test_diagnose_names_non_finite_data_rows():
     for xs in (x, da.from_array(x, chunks=(10, 3))):
         with pytest.raises(NonFiniteError, match=r"x contains NaN or inf values \(rows 33\)"):
             A.diagnose(np.eye(3), xs, block_rows=8)
+
+
+def test_block_tasks_pickle_for_a_cluster():
+    """What dask ships to workers (the per-block functions and their bound arguments) pickles."""
+    import functools
+    import pickle
+
+    centers = np.ones((2, 3))
+    for fn in (functools.partial(A._scan_block, name="x"),
+               functools.partial(A._assign_block, centers=centers, scale=2.0),
+               functools.partial(A._fp_dist, p=np.ones(3), metric="cosine", scale=1.0, name="x"),
+               functools.partial(A._moment_block, mu=None, name="x")):
+        back = pickle.loads(pickle.dumps(fn))
+        assert back.func is fn.func and back.keywords.keys() == fn.keywords.keys()
+
+
+def test_samplers_and_diagnose_on_a_local_cluster():
+    distributed = pytest.importorskip("distributed")
+    x, y = _blobs(n=200)
+    xs = da.from_array(x, chunks=(40, 5))
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster):
+        for method, opts in [("uniform", {}), ("stratified", {}),
+                             ("kmeans", {"algorithm": "minibatch", "block_rows": 64}),
+                             ("farthest_point", {"block_rows": 64})]:
+            got = A.sample_anchors(xs, 6, method, y=y, random_state=0, **opts)
+            np.testing.assert_array_equal(
+                got, A.sample_anchors(x, 6, method, y=y, random_state=0, **opts))
+        diag = A.diagnose(x[:8], xs, block_rows=64)
+        assert diag.outside_span_fraction == pytest.approx(
+            A.diagnose(x[:8], x).outside_span_fraction, abs=1e-12)
+        bad = x.copy()
+        bad[150, 1] = np.inf
+        from relreps.errors import NonFiniteError
+
+        with pytest.raises(NonFiniteError, match=r"rows 150"):
+            A.sample_anchors(da.from_array(bad, chunks=(40, 5)), 4, random_state=0)
