@@ -1025,7 +1025,8 @@ def diagnose(anchor_embeddings: Array, x: Array | None = None, *, center: Any = 
     unit (centred, with `center`) vector ``u`` and the projector ``P`` on the anchors' span: the
     part of each direction that cosine-type similarities to these anchors cannot see. Without
     `x` it is estimated by leave-one-out over the anchors (each anchor against the span of the
-    others), which is unbiased for anchors drawn uniformly from the data.
+    others), which is unbiased for anchors drawn at random from the data (uniform, stratified)
+    and only indicative for k-means or farthest-point anchors.
     """
     from relreps.centering import AUTO_THRESHOLD, COLLAPSE_THRESHOLD, AnisotropyWarning, anisotropy
 
@@ -1108,8 +1109,9 @@ def diagnose(anchor_embeddings: Array, x: Array | None = None, *, center: Any = 
                 f"representation (anchors' effective dimension {eff:.1f}"
                 f"{'' if data_eff is None else f', data {data_eff:.1f}'})")
         if outside > max_outside_span:
-            msgs.append(text + "; add anchors (or pick them with 'kmeans'/'farthest_point') "
-                               f"to bring it below {max_outside_span:.0%}")
+            msgs.append(text + f"; add anchors to bring it below {max_outside_span:.0%}"
+                        + ("" if source == "data" else
+                           " (pass the data as x to measure it instead of estimating)"))
         else:
             notes.append(text + f"; below the {max_outside_span:.0%} threshold")
     if rank < full:
