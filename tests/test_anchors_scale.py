@@ -55,9 +55,17 @@ CASES = [("uniform", {}), ("stratified", {}), ("kmeans", {"algorithm": "lloyd"})
          ("farthest_point", {"metric": "cosine", "block_rows": 37})]
 
 
+@pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize(("method", "opts"), CASES)
-def test_every_kind_gives_the_same_anchors(method, opts, memmap):
+def test_every_kind_gives_the_same_anchors(method, opts, stream, memmap, monkeypatch):
+    if stream and method != "farthest_point":
+        return
     x, y = _blobs()
+    if stream:  # re-read the rows for every anchor instead of keeping them prepared
+        ref = A.sample_anchors(x, 12, method, y=y, random_state=3, **opts)
+        monkeypatch.setattr(A, "_FP_CACHE_BYTES", 0)
+        np.testing.assert_array_equal(A.sample_anchors(x, 12, method, y=y, random_state=3,
+                                                       **opts), ref)
     ref = A.sample_anchors(x, 12, method, y=y, random_state=3, **opts)
     assert len(np.unique(ref)) == 12
     kinds = {"memmap": memmap(x), "torch": torch.from_numpy(x),
@@ -69,7 +77,8 @@ def test_every_kind_gives_the_same_anchors(method, opts, memmap):
 
 
 @pytest.mark.parametrize(("method", "opts"), CASES)
-def test_dask_input_is_read_one_block_at_a_time(method, opts):
+def test_dask_input_is_read_one_block_at_a_time(method, opts, monkeypatch):
+    monkeypatch.setattr(A, "_FP_CACHE_BYTES", 0)
     x, y = _blobs(n=400)
     tracked = _TrackedRows(x)
     xs = da.from_array(tracked, chunks=(25, 5))

@@ -73,6 +73,8 @@ BLOCK_BYTES = 64 * 2**20
 #: sampled-init + minibatch path instead of Lloyd's algorithm on all rows.
 LLOYD_MAX_ROWS = 20_000
 _LLOYD_MAX_BYTES = 2**28
+#: farthest_point keeps the prepared rows in memory up to this size instead of re-reading them
+_FP_CACHE_BYTES = 2**28
 #: `diagnose` warns when more than this fraction of a sample's direction lies outside the
 #: anchors' span (below, the fact is reported as a note).
 MAX_OUTSIDE_SPAN = 0.10
@@ -374,7 +376,11 @@ def kmeans(x: Array, n: int, *, random_state: Any = None, algorithm: str = "auto
     return _nearest_distinct_rows(rows, np.ascontiguousarray(centers, dtype=np.float64), scale)
 
 
-def _fp_prepare(block: Any, metric: str, scale: float, start: int, name: str) -> np.ndarray:
+def _fp_prepare(start: int, block: Any, metric: str, scale: float, name: str,
+                prepared: bool = False) -> np.ndarray:
+    """Rows as farthest-point sampling compares them: scaled, or unit rows for cosine."""
+    if prepared:
+        return block
     b = np.asarray(block, dtype=np.float64)
     if metric == "euclidean":
         return b / scale
@@ -386,14 +392,15 @@ def _fp_prepare(block: Any, metric: str, scale: float, start: int, name: str) ->
     return u
 
 
-def _fp_sq(start: int, block: Any, metric: str, scale: float, name: str) -> np.ndarray:
-    b = _fp_prepare(block, metric, scale, start, name)
+def _fp_sq(start: int, block: Any, metric: str, scale: float, name: str,
+           prepared: bool = False) -> np.ndarray:
+    b = _fp_prepare(start, block, metric, scale, name, prepared)
     return np.einsum("ij,ij->i", b, b)
 
 
 def _fp_dist(start: int, block: Any, sq: np.ndarray, p: np.ndarray, metric: str, scale: float,
-             name: str) -> np.ndarray:
-    b = _fp_prepare(block, metric, scale, start, name)
+             name: str, prepared: bool = False) -> np.ndarray:
+    b = _fp_prepare(start, block, metric, scale, name, prepared)
     return sq - 2.0 * (b @ p) + p @ p
 
 
@@ -402,7 +409,8 @@ def farthest_point(x: Array, n: int, *, random_state: Any = None, metric: str = 
     """Greedy farthest-point sampling: each new anchor maximises its distance to the chosen ones.
 
     `metric` is ``"euclidean"`` or ``"cosine"`` (distance between unit vectors; all-zero rows
-    are refused). The first anchor is random. One pass over the rows per anchor.
+    are refused). The first anchor is random. Inputs up to 256 MiB (as float64) are prepared
+    once and kept in memory; larger ones are read again, block by block, for every anchor.
     """
     rows = _Rows(x, "x", block_rows)
     n = _check_count(n, rows.n)
@@ -413,14 +421,27 @@ def farthest_point(x: Array, n: int, *, random_state: Any = None, metric: str = 
     opts = {"metric": metric, "scale": scale, "name": rows.name}
 
     def point(i: int) -> np.ndarray:
-        return _fp_prepare(rows.take(np.array([i])), metric, scale, i, rows.name)[0]
+        return _fp_prepare(i, rows.take(np.array([i])), metric, scale, rows.name)[0]
 
-    sq = np.concatenate(rows.map(functools.partial(_fp_sq, **opts)))  # also finds zero rows
+    if rows.n * rows.d * 8 <= _FP_CACHE_BYTES:  # small enough: prepare the blocks once
+        blocks = rows.map(functools.partial(_fp_prepare, metric=metric, scale=scale,
+                                            name=rows.name, prepared=False))
+        starts = [s for s, _ in rows.ranges()]
+
+        def distances(p: np.ndarray, sq: np.ndarray) -> list[np.ndarray]:
+            return [_fp_dist(s, b, sq[s:s + len(b)], p, prepared=True, **opts)
+                    for s, b in zip(starts, blocks)]
+
+        sq = np.concatenate([_fp_sq(s, b, prepared=True, **opts) for s, b in zip(starts, blocks)])
+    else:
+        def distances(p: np.ndarray, sq: np.ndarray) -> list[np.ndarray]:
+            return rows.map(functools.partial(_fp_dist, p=p, **opts), sq)
+
+        sq = np.concatenate(rows.map(functools.partial(_fp_sq, **opts)))  # finds zero rows
     chosen = [first]
     mind = np.full(rows.n, np.inf)
     while len(chosen) < n:
-        d = rows.map(functools.partial(_fp_dist, p=point(chosen[-1]), **opts), sq)
-        mind = np.minimum(mind, np.concatenate(d))
+        mind = np.minimum(mind, np.concatenate(distances(point(chosen[-1]), sq)))
         mind[chosen[-1]] = -np.inf
         chosen.append(int(np.argmax(mind)))
     return np.asarray(chosen, dtype=np.int64)
