@@ -273,3 +273,29 @@ def test_samplers_and_diagnose_on_a_local_cluster():
 
         with pytest.raises(NonFiniteError, match=r"rows 150"):
             A.sample_anchors(da.from_array(bad, chunks=(40, 5)), 4, random_state=0)
+
+
+@pytest.mark.parametrize("dtype", [np.int8, np.uint8, np.float16, np.bool_])
+def test_quantised_memmaps_are_converted_block_by_block(dtype, memmap):
+    rng = np.random.default_rng(5)
+    raw = (rng.normal(size=(200, 4)) * 20).astype(dtype)
+    m = memmap(raw)
+    assert isinstance(m, np.memmap) and m.dtype == dtype
+    for method, opts in [("uniform", {}), ("kmeans", {"algorithm": "minibatch",
+                                                      "block_rows": 32}),
+                         ("farthest_point", {"block_rows": 32})]:
+        if dtype == np.bool_ and method == "kmeans":
+            continue  # 16 distinct rows: fewer than the clusters asked for
+        np.testing.assert_array_equal(
+            A.sample_anchors(m, 8, method, random_state=0, **opts),
+            A.sample_anchors(raw.astype(np.float64), 8, method, random_state=0, **opts))
+    np.testing.assert_allclose(A.diagnose(raw[:10].astype(float), m).outside_span_fraction,
+                               A.diagnose(raw[:10].astype(float), raw.astype(float))
+                               .outside_span_fraction, atol=1e-12)
+    with pytest.raises(A.InputTypeError, match="complex"):
+        A.sample_anchors(memmap(raw.astype(np.complex64)), 3)
+
+
+def test_meta_tensors_have_no_values_to_sample():
+    with pytest.raises(A.InputTypeError, match="meta device"):
+        A.sample_anchors(torch.empty(10, 3, device="meta"), 3)

@@ -99,6 +99,8 @@ def _pow2(m: float) -> float:
 
 def _scan_block(start: int, block: Any, name: str) -> float:
     block = np.asarray(block)
+    if block.dtype.kind != "f":
+        block = block.astype(np.float64)
     check_finite_rows(block, name, offset=start)
     return float(np.abs(block).max(initial=0.0))
 
@@ -111,9 +113,16 @@ class _Rows:
     """
 
     def __init__(self, x: Any, name: str, block_rows: int | None = None) -> None:
-        x = check_array(x, name, finite=False, kinds=("numpy", "torch", "dask"))
+        if isinstance(x, np.memmap) and x.ndim == 2 and x.dtype not in (np.float32, np.float64):
+            # integer or float16 memory maps: validate the dtype on an empty view and convert
+            # block by block, instead of converting (loading) the whole file
+            check_array(x[:0], name, finite=False)
+        else:
+            x = check_array(x, name, finite=False, kinds=("numpy", "torch", "dask"))
         if is_dask(x) and any(math.isnan(c) for c in x.chunks[0]):
             x = x.compute_chunk_sizes()
+        if is_torch(x) and x.is_meta:
+            raise InputTypeError(f"{name} is on the meta device: it has no values to read")
         self.x, self.name, self.kind = x, name, array_kind(x)
         self.n, self.d = int(x.shape[0]), int(x.shape[1])
         rows = check_int(block_rows, "block_rows", min_value=1, allow_none=True)
