@@ -299,3 +299,21 @@ def test_quantised_memmaps_are_converted_block_by_block(dtype, memmap):
 def test_meta_tensors_have_no_values_to_sample():
     with pytest.raises(A.InputTypeError, match="meta device"):
         A.sample_anchors(torch.empty(10, 3, device="meta"), 3)
+
+
+@pytest.mark.parametrize("exponent", [-1060, -1040, -600, 600, 1010])
+@pytest.mark.parametrize("center", [False, True])
+def test_diagnose_with_data_is_exact_down_to_subnormals(exponent, center):
+    """Scaling anchors and data by 2**e changes nothing beyond the rounding of the scaled
+    values themselves (subnormals keep fewer bits): compare with those values scaled back."""
+    rng = np.random.default_rng(6)
+    a, x = rng.normal(size=(4, 8)) + 1.5, rng.normal(size=(60, 8)) + 1.5
+    f = 2.0**exponent
+    a_f, x_f = a * f, x * f
+    ref = A.diagnose(a_f / f, x_f / f, center=center)  # exactly the values diagnose sees
+    got = A.diagnose(a_f, x_f, center=center)
+    assert 0 < ref.outside_span_fraction < 1
+    assert got.outside_span_fraction == pytest.approx(ref.outside_span_fraction, rel=1e-12)
+    assert got.data_effective_dim == pytest.approx(ref.data_effective_dim, rel=1e-12)
+    assert A.diagnose(a_f, center=center).outside_span_fraction == pytest.approx(
+        A.diagnose(a_f / f, center=center).outside_span_fraction, rel=1e-12)

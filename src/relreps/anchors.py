@@ -222,7 +222,7 @@ def _unit_rows_np(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     from relreps._numerics import unit_rows
 
-    u, zero = unit_rows(torch.from_numpy(np.require(a, np.float64, ['C', 'W'])))
+    u, zero = unit_rows(torch.from_numpy(np.require(a, np.float64, ["C", "W"])))
     return u.numpy(), zero.numpy()
 
 
@@ -967,20 +967,22 @@ def _resolve_diag_center(center: Any, anchors: np.ndarray) -> tuple[str | None, 
                        f"{center!r}")
 
 
-def _moment_block(start: int, block: Any, mu: np.ndarray | None, name: str
+def _moment_block(start: int, block: Any, mu: tuple[np.ndarray, float] | None, name: str
                   ) -> tuple[np.ndarray, int]:
-    """(sum of u u^T, count) over the non-zero unit rows u of a block (centred on mu)."""
+    """(sum of u u^T, count) over the non-zero unit rows u of a block, centred on
+    ``mu[0] * mu[1]`` (the anchor mean, given scaled to [-1, 1] and its power-of-two scale)."""
     import torch
 
     from relreps._numerics import pow2_scale, unit_rows
 
     b = np.asarray(block)
     check_finite_rows(b, name, offset=start)
-    t = torch.from_numpy(np.require(b, np.float64, ['C', 'W']))
+    t = torch.from_numpy(np.require(b, np.float64, ["C", "W"]))
     if mu is not None:
-        m = torch.from_numpy(mu)[None]
-        s = torch.maximum(pow2_scale(t), pow2_scale(m))  # exact rescaling, no overflow
-        t = t / s - m / s
+        m, scale = torch.from_numpy(mu[0])[None], mu[1]
+        s = torch.clamp(pow2_scale(t), min=scale)  # powers of two: exact, no overflow
+        t = t / s - m * (torch.full_like(s, scale) / s)  # not scale / s: torch computes
+        # a Python number over a tensor as a reciprocal, which overflows for subnormal s
     u, zero = unit_rows(t)
     u = u[~zero]
     return (u.T @ u).numpy(), int(u.shape[0])
@@ -1082,11 +1084,11 @@ def diagnose(anchor_embeddings: Array, x: Array | None = None, *, center: Any = 
     centred = a_scaled - mu_scaled
     scale_c = _pow2(float(np.abs(centred).max(initial=0.0)))
     centred = centred / scale_c
-    eff_plain = _participation(np.linalg.svd(a_scaled, compute_uv=False))
-    eff_centred = _participation(np.linalg.svd(centred, compute_uv=False))
-    a, unit_scale = (centred, scale * scale_c) if center_used else (a_scaled, scale)
-
-    s = np.linalg.svd(a, compute_uv=False)
+    s_plain = np.linalg.svd(a_scaled, compute_uv=False)
+    s_centred = np.linalg.svd(centred, compute_uv=False)
+    eff_plain, eff_centred = _participation(s_plain), _participation(s_centred)
+    a, s, unit_scale = ((centred, s_centred, scale * scale_c) if center_used
+                        else (a_scaled, s_plain, scale))
     tol = s.max(initial=0.0) * max(k, d) * np.finfo(np.float64).eps
     rank = int((s > tol).sum())
     cond = float(s[0] / s[rank - 1]) if rank else float("inf")
@@ -1108,7 +1110,7 @@ def diagnose(anchor_embeddings: Array, x: Array | None = None, *, center: Any = 
     r_m = int((sm > sm.max(initial=0.0) * max(k, d) * np.finfo(np.float64).eps).sum())
     data_eff = n_data = None
     if data is not None:
-        mu = mu_scaled * scale if center_used else None
+        mu = (mu_scaled, scale) if center_used else None
         moment, n_data = data.map_reduce(
             functools.partial(_moment_block, mu=mu, name="x"), _add_moments)
         if n_data == 0:
