@@ -477,7 +477,9 @@ def sample_anchors(x: Array, n: int, method: str = "uniform", *, y: Any = None,
         ``algorithm``/``batch_size``/``n_epochs``/``block_rows`` for kmeans); unknown ones are
         refused.
     """
-    method = check_choice(method, "method", tuple(SAMPLERS))
+    if not isinstance(method, str) or method not in SAMPLERS:
+        raise RelrepsError(f"unknown anchor sampler {method!r}: method must be one of "
+                           f"{', '.join(map(repr, SAMPLERS))}")
     fn = SAMPLERS[method]
     params = inspect.signature(fn).parameters
     allowed = [p for p, v in params.items()
