@@ -151,7 +151,8 @@ def test_sampler_count_errors(method):
 
 
 def test_unknown_sampler_and_bad_input():
-    with pytest.raises(RelrepsError, match="unknown anchor sampler 'random': method must be one of 'uniform'"):
+    with pytest.raises(RelrepsError,
+                       match="unknown anchor sampler 'random': method must be one of 'uniform'"):
         A.sample_anchors(np.ones((4, 2)), 2, "random")
     with pytest.raises(OptionError, match="'uniform' has no option.*metric"):
         A.sample_anchors(np.ones((4, 2)), 2, "uniform", metric="cosine")
