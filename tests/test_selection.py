@@ -103,7 +103,7 @@ def test_sweep_rows_and_choice():
     ({"candidates": np.ones(200, dtype=bool)}, InputTypeError, "boolean mask"),
     ({"candidates": [0, 500]}, RelrepsError, "out of range"),
     ({"similarity": "cosin"}, RelrepsError, "unknown similarity 'cosin'"),
-    ({"center": "mean"}, RelrepsError, "center must be one of None, 'anchors'"),
+    ({"center": "mean"}, RelrepsError, "center must be one of None, 'anchors', 'auto'"),
     ({"redundancy": -1.0}, RelrepsError, "redundancy must be >= 0"),
     ({"redundancy": float("nan")}, RelrepsError, "redundancy must be finite"),
 ])
@@ -159,3 +159,14 @@ def test_sweep_validation():
         anchor_count_sweep({"a": x, "b": (x, x)}, y[:20], y[20:], counts=(4,))
     with pytest.raises(ShapeError, match="y_train has 19 labels for 20 samples"):
         anchor_count_sweep(spaces, y[:19], y[20:], counts=(4,))
+
+
+def test_auto_centring_is_decided_from_the_candidates(spaces):
+    a, b = spaces
+    shifted = [a + 10.0, b + 10.0]  # anisotropic: auto centres, like center="anchors"
+    np.testing.assert_array_equal(
+        best_aligned_anchors(shifted, 8, center="auto", random_state=0),
+        best_aligned_anchors(shifted, 8, center="anchors", random_state=0))
+    # isotropic spaces: auto does not centre
+    np.testing.assert_allclose(anchor_alignment_scores([a, b], center="auto", random_state=0),
+                               anchor_alignment_scores([a, b], center=None, random_state=0))

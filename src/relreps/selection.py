@@ -50,7 +50,15 @@ def _zcols(r: np.ndarray) -> np.ndarray:
 
 def _column_profiles(spaces: Sequence[np.ndarray], pool: np.ndarray, reference: np.ndarray,
                      similarity: str, center: str | None) -> list[np.ndarray]:
-    """Per space: z-scored columns (|reference|, |pool|) of sim(reference sample, candidate)."""
+    """Per space: z-scored columns (|reference|, |pool|) of sim(reference sample, candidate).
+
+    ``center="auto"`` is decided jointly for all spaces from the candidates' anisotropy.
+    """
+    if center == "auto":
+        from relreps.centering import resolve_center
+
+        center = resolve_center("auto", {str(i): np.asarray(x[pool], dtype=np.float64)
+                                         for i, x in enumerate(spaces)}).center
     out = []
     for x in spaces:
         cand = np.asarray(x[pool], dtype=np.float64)
@@ -93,7 +101,7 @@ def _check_projection(similarity: Any, center: Any) -> None:
     from relreps import similarity as _sim
 
     _sim.get(similarity)
-    check_choice(center, "center", (None, "anchors"))
+    check_choice(center, "center", (None, "anchors", "auto"))
 
 
 def _setup(spaces: Sequence[Array], candidates: Array | None, n_reference: int,
@@ -124,7 +132,8 @@ def best_aligned_anchors(spaces: Sequence[Array], n: int, *, candidates: Array |
     n : number of anchors.
     candidates : rows eligible as anchors (default: all rows).
     n_reference : samples over which columns are correlated (drawn at random).
-    similarity, center : the relative projection the anchors will be used with.
+    similarity, center : the relative projection the anchors will be used with (center None,
+        "anchors" or "auto": decided jointly from the candidates' anisotropy).
     redundancy : weight of the penalty for a candidate's largest |correlation| with the chosen
         anchors' columns (0: pick the n best-aligned candidates regardless of diversity).
 
