@@ -302,6 +302,15 @@ class Comparison:
     # ----------------------------------------------------------------- neighbourhoods
     def _neighbourhoods(self, rel: dict[str, Any], timings: dict[str, float]
                         ) -> list[dict[str, Any]]:
+        import warnings
+
+        with warnings.catch_warnings():
+            # torch's note on wrapping read-only memory maps (they are only read): not news
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return self._neighbourhoods_inner(rel, timings)
+
+    def _neighbourhoods_inner(self, rel: dict[str, Any], timings: dict[str, float]
+                              ) -> list[dict[str, Any]]:
         from relreps.metrics import cka, mean_cosine
         from relreps.progress import progress
 
