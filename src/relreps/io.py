@@ -205,7 +205,7 @@ def _read_npy(path: Path, mmap: bool) -> np.ndarray:
     try:
         arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except ValueError as e:
-        if "pickle" in str(e).lower():
+        if "pickle" in str(e).lower() or "python objects" in str(e).lower():
             raise FormatError(f"{path} holds pickled data (an object array or not a .npy "
                               "file); relreps never unpickles files") from None
         raise FormatError(f"{path} is not a valid .npy file ({e})") from None
@@ -376,7 +376,7 @@ class _Table:
             return pa.types.is_list(t) or pa.types.is_large_list(t) or \
                 pa.types.is_fixed_size_list(t)
         col = self._df[name]
-        return col.dtype == object and len(col) > 0 and all(
+        return _is_text(col) and len(col) > 0 and all(
             isinstance(c, str) and c.lstrip().startswith("[") for c in col.head(20))
 
     def vectors(self, name: str) -> np.ndarray:
@@ -417,6 +417,12 @@ class _Table:
             return np.asarray(rows, dtype=np.float64)
         except (TypeError, ValueError):
             raise FormatError(f"{path}:{name}: cells must be lists of numbers") from None
+
+
+def _is_text(col: Any) -> bool:
+    """A column of strings or Python objects (pandas >= 3 gives strings their own dtype)."""
+    pd = _pandas()
+    return bool(pd.api.types.is_object_dtype(col) or pd.api.types.is_string_dtype(col))
 
 
 def _table_array(path: Path, key: str | None) -> np.ndarray:
@@ -585,7 +591,7 @@ def read_labels(spec: str | os.PathLike, n: int | None = None) -> np.ndarray:
             i = int(np.flatnonzero(values.isna().to_numpy())[0])
             raise FormatError(f"{path}:{col} has a missing label at row {i}")
         arr = values.to_numpy()
-        if arr.dtype == object:
+        if arr.dtype == object or _is_text(values):
             arr = _maybe_ints([str(v) for v in arr])
     elif suffix == ".npy":
         _no_key(path, key, ".npy")
@@ -700,7 +706,7 @@ def read_texts(spec: str | os.PathLike) -> list[str]:
             col = _pick_key(path, key or "text", columns, "column")
         else:
             df = table.frame()
-            strings = [str(c) for c in df.columns if df[c].dtype == object]
+            strings = [str(c) for c in df.columns if _is_text(df[c])]
             col = _pick_key(path, None, strings, "column") if strings else None
             if col is None:
                 raise FormatError(f"{path} has no text column (columns: {', '.join(columns)})")
