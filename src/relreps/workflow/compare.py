@@ -540,11 +540,10 @@ def prepare_comparison(spaces: Mapping[str, Any], labels: Any = None, *,
     seed = check_int(seed, "seed", min_value=0)
     test_size = check_float(test_size, "test_size", min_value=0.0, max_value=1.0,
                             min_inclusive=False, max_inclusive=False)
-    if n_queries is None:
-        n_queries_eff = DEFAULT_QUERIES if n > MAX_EXACT_ITEMS else None
-    else:
-        n_queries_eff = check_int(n_queries, "n_queries", min_value=1)
-        n_queries_eff = None if n_queries_eff >= n or n <= MAX_EXACT_ITEMS else n_queries_eff
+    n_queries_eff = DEFAULT_QUERIES if n_queries is None else \
+        check_int(n_queries, "n_queries", min_value=1)
+    if n <= MAX_EXACT_ITEMS or n_queries_eff >= n:
+        n_queries_eff = None  # every item is a query
     rng = np.random.default_rng(seed)
     notes: list[str] = []
     y = None
