@@ -521,9 +521,18 @@ def _write_dask_npy(path: Path, array: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        import dask
+
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=array.dtype,
                                         shape=tuple(int(s) for s in array.shape))
-        array.store(out, lock=True)
+        # Blocks come back to this process (whatever the scheduler: a distributed worker could
+        # not write into this process's memory map) a few at a time: bounded memory.
+        bounds = np.cumsum((0,) + tuple(array.chunks[0]))
+        spans = list(zip(bounds[:-1], bounds[1:]))
+        for i in range(0, len(spans), 4):
+            group = spans[i:i + 4]
+            for (s, e), block in zip(group, dask.compute(*(array[s:e] for s, e in group))):
+                out[s:e] = block
         out.flush()
         del out
         os.replace(tmp, path)

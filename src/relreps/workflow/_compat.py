@@ -10,14 +10,17 @@ only runs while that implementation is missing, and goes once it is merged:
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from relreps.errors import MissingDependencyError, RelrepsError
 
-__all__ = ["make_head", "get_client", "dask_supported", "CV_GRID"]
+__all__ = ["make_head", "get_client", "client_for", "dask_supported", "CV_GRID"]
 
 #: Regularisation grid of the SHIM "logreg-cv" head (C of an L2 logistic regression).
 CV_GRID = tuple(float(c) for c in np.logspace(-4, 2, 7))
@@ -72,6 +75,29 @@ def get_client(scheduler: str | None = None, workers: int | None = None) -> Any:
             raise RelrepsError(f"cannot reach the Dask scheduler at {scheduler} ({e})") from None
     n = check_int(workers, "--workers", min_value=1)
     return Client(LocalCluster(n_workers=n, threads_per_worker=1, dashboard_address=None))
+
+
+@contextlib.contextmanager
+def client_for(scheduler: str | None, workers: int | None) -> Iterator[Any]:
+    """A client for the duration of a command (None without a cluster); a local cluster started
+    here is shut down after. Dask's own start/stop chatter is kept below ERROR meanwhile."""
+    if scheduler is None and workers is None:
+        yield None
+        return
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    client = None
+    try:
+        client = get_client(scheduler, workers)
+        yield client
+    finally:
+        if client is not None:
+            cluster = getattr(client, "cluster", None) if workers is not None else None
+            client.close()
+            if cluster is not None:
+                cluster.close()
+        logger.setLevel(level)
 
 
 @functools.cache

@@ -283,12 +283,11 @@ class Comparison:
             if dask_supported("projection"):
                 r = relative_projection(x, a, similarity=self.similarity, center=center)
             else:  # SHIM: one projection per row block, until projection accepts dask arrays
-                r = x.map_blocks(lambda b: relative_projection(np.asarray(b), a,
-                                                               similarity=self.similarity,
-                                                               center=center),
+                r = x.map_blocks(_project_block, a, similarity=self.similarity, center=center,
                                  chunks=(x.chunks[0], (len(a),)), dtype=x.dtype)
-            path = tmp / f"{len(os.listdir(tmp))}.npy"
-            write_array(path, r)  # computed once, block by block, then read back lazily
+            # Computed once (by the workers, straight into a Zarr store on disk), read lazily.
+            path = tmp / f"{len(os.listdir(tmp))}.zarr"
+            write_array(path, r)
             return read_array(path, as_dask=True)
         if x.shape[0] > STREAM_ITEMS or isinstance(x, np.memmap):
             out = np.lib.format.open_memmap(tmp / f"{len(os.listdir(tmp))}.npy", mode="w+",
@@ -484,6 +483,13 @@ class Comparison:
         else:
             out["color"] = out["absolute"][first][:, 0]
         return out
+
+
+def _project_block(block: np.ndarray, anchors: np.ndarray, *, similarity: str, center: Any
+                   ) -> np.ndarray:
+    from relreps.projection import relative_projection
+
+    return relative_projection(np.asarray(block), anchors, similarity=similarity, center=center)
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -850,7 +856,7 @@ def cli_compare(args: Any) -> int:
     from relreps.progress import quiet
     from relreps.runs import prepare_run
 
-    from ._compat import get_client
+    from ._compat import client_for
 
     def log(msg: str) -> None:
         if not quiet():
@@ -872,20 +878,13 @@ def cli_compare(args: Any) -> int:
         n = int(next(iter(arrays.values())).shape[0])
         labels = read_labels(args.labels, n=n) if args.labels else None
         index = read_index(args.anchor_index, n=n) if args.anchor_index else None
-        client = get_client(args.scheduler, args.workers)
-        try:
+        with client_for(args.scheduler, args.workers) as client:
             job = prepare_comparison(arrays, labels, n_anchors=args.anchors, anchor_index=index,
                                      sampler=args.sampler, k=args.k, similarity=args.similarity,
                                      center=args.center, seed=args.seed, n_queries=args.queries,
                                      client=client, work_dir=run.stage.parent, log=log)
             run.started()
             report = job.run()
-        finally:
-            if client is not None:
-                cluster = getattr(client, "cluster", None)
-                client.close()
-                if cluster is not None and args.workers is not None:
-                    cluster.close()
         figures = report.write(run.stage)
         meta = {"command": "compare", "argv": sys.argv[1:], "spaces": {
             name: array_info(spec) for name, spec in zip(names, args.spaces)},

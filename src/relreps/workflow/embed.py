@@ -330,7 +330,7 @@ def cli_embed(args: Any) -> int:
     from relreps.runs import check_cache_writable
     from relreps.validation import check_int
 
-    from ._compat import get_client
+    from ._compat import client_for
 
     def log(msg: str) -> None:
         if not quiet():
@@ -348,17 +348,10 @@ def cli_embed(args: Any) -> int:
     if not args.encoder.startswith("hash:"):
         check_cache_writable()
     texts = read_texts(args.texts)
-    client = get_client(args.scheduler, args.workers)
-    try:
+    with client_for(args.scheduler, args.workers) as client:
         rep = embed_texts(texts, args.encoder, path, batch_size=args.batch_size,
                           partition_size=args.partition_size, client=client, force=args.force,
                           log=log)
-    finally:
-        if client is not None:
-            cluster = getattr(client, "cluster", None)
-            client.close()
-            if cluster is not None and args.workers is not None:
-                cluster.close()
     extra = f"; {len(rep.skipped)} partition(s) were already done" if rep.skipped else ""
     print(f"Wrote {rep.path}: {rep.n_texts:,} x {rep.dim} embeddings from {rep.encoder} "
           f"({len(rep.computed)} partition(s) embedded{extra})")
