@@ -235,6 +235,9 @@ def embed_texts(texts: Sequence[str], encoder: Any, out: str | os.PathLike, *,
     meta = {"encoder": name, "n_texts": len(texts), "partition_size": partition_size,
             "texts_sha256": _texts_key(texts), "complete": False}
     store, dim, done = _open_store(path, meta, enc, texts, batch_size, force, log)
+    if done is None:  # complete already
+        return EmbedReport(store, len(texts), dim, name, computed=[],
+                           skipped=list(range(len(starts))), seconds=time.perf_counter() - t0)
     todo = [i for i in range(len(starts)) if i not in done]
     log(f"{len(starts)} partition(s) of {partition_size} texts: {len(done)} finished earlier, "
         f"{len(todo)} to embed")
@@ -275,9 +278,9 @@ def embed_texts(texts: Sequence[str], encoder: Any, out: str | os.PathLike, *,
 
 
 def _open_store(path: Path, meta: dict[str, Any], enc: Any, texts: list[str], batch_size: int,
-                force: bool, log: Callable[[str], None]) -> tuple[Path, int, set[int]]:
-    """The Zarr store to fill: (path, width, finished partitions). Creates it, resumes it, or
-    refuses a store that holds something else."""
+                force: bool, log: Callable[[str], None]) -> tuple[Path, int, set[int] | None]:
+    """The Zarr store to fill: (path, width, finished partitions, or None when it is complete).
+    Creates it, resumes it, or refuses a store that holds something else."""
     import zarr
 
     if path.exists():
@@ -304,8 +307,7 @@ def _open_store(path: Path, meta: dict[str, Any], enc: Any, texts: list[str], ba
                                      "texts); choose another path or pass --force to start over")
             if old.get("complete"):
                 log(f"{path} is already complete")
-                return path, int(arr.shape[1]), set(range(-(-meta["n_texts"] //
-                                                            meta["partition_size"])))
+                return path, int(arr.shape[1]), None
             done_dir = path / DONE_DIR
             done = {int(p.name) for p in done_dir.iterdir() if p.name.isdigit()} \
                 if done_dir.is_dir() else set()

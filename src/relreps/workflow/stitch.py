@@ -103,6 +103,10 @@ def predict_from_files(model: str | os.PathLike, space: str, *,
 
     if (anchor_embeddings is None) == (anchor_index is None):
         raise RelrepsError("give exactly one of --anchor-embeddings and --anchor-index")
+    if not Path(model).is_file():
+        from relreps.errors import DataNotFoundError
+
+        raise DataNotFoundError(f"model file not found: {model}")
     persistence = _persistence()
     clf = persistence.load(model)
     cls = _classifier_class()
