@@ -37,7 +37,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _formatter(prog: str) -> argparse.HelpFormatter:
+    """Help with descriptions and epilogs kept as written (lists, paragraphs)."""
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def _wrapping(prog: str) -> argparse.HelpFormatter:
+    """Help with descriptions and epilogs wrapped to the terminal."""
+    return argparse.HelpFormatter(prog, max_help_position=32)
 
 
 def _parse_options(items: Sequence[str]) -> dict[str, Any]:
@@ -92,7 +98,7 @@ def build_parser(experiment_help: str | None = None) -> argparse.ArgumentParser:
 
     # ---------------------------------------------------------------- compare
     c = sub.add_parser(
-        "compare", formatter_class=_formatter,
+        "compare", formatter_class=_wrapping,
         help="how alike are these embedding spaces? (neighbourhoods, CKA, stitching)",
         description="Compare embedding spaces of the same items (row i = item i in every file): "
                     "neighbourhood agreement (Jaccard@k, MRR@k, mutual kNN) and CKA, absolute "
@@ -122,8 +128,8 @@ def build_parser(experiment_help: str | None = None) -> argparse.ArgumentParser:
                    help="subtract the anchor mean first: auto (default) decides from the "
                         "anchors' anisotropy, jointly for all spaces, and records why")
     c.add_argument("--queries", type=int, default=None, metavar="N",
-                   help="above N items, neighbourhood metrics use N seeded queries searched "
-                        "among all items (default 10000)")
+                   help="above 10000 items, neighbourhood metrics use N seeded queries "
+                        "searched among all items (default 5000)")
     c.add_argument("--seed", type=int, default=0, help="seed of the anchors, splits and queries "
                    "(default 0)")
     c.add_argument("--out", help=OUT_RUN_HELP.format(name="compare"))
@@ -131,7 +137,7 @@ def build_parser(experiment_help: str | None = None) -> argparse.ArgumentParser:
     _add_cluster(c)
 
     # ---------------------------------------------------------------- stitch
-    s = sub.add_parser("stitch", formatter_class=_formatter,
+    s = sub.add_parser("stitch", formatter_class=_wrapping,
                        help="zero-shot stitching: fit a classifier on one encoder's space, "
                             "predict from another's",
                        description="Fit a relative classifier on one encoder's embeddings and "
@@ -139,7 +145,7 @@ def build_parser(experiment_help: str | None = None) -> argparse.ArgumentParser:
                                    "given that encoder's embeddings of the same anchors.")
     ssub = s.add_subparsers(dest="stitch_command", required=True, metavar="{fit,predict}",
                             parser_class=_Parser)
-    sf = ssub.add_parser("fit", formatter_class=_formatter,
+    sf = ssub.add_parser("fit", formatter_class=_wrapping,
                          help="fit a stitched classifier and save it",
                          description="Fit a StitchedClassifier on SPACE with labels Y, the rows "
                                      "IDX of SPACE as anchors, and save it (a .safetensors "
@@ -158,7 +164,7 @@ def build_parser(experiment_help: str | None = None) -> argparse.ArgumentParser:
                     help="centring on the anchor mean (default auto)")
     sf.add_argument("--seed", type=int, default=0, help="seed of the head (default 0)")
     sf.add_argument("--force", action="store_true", help="overwrite an existing MODEL")
-    sp = ssub.add_parser("predict", formatter_class=_formatter,
+    sp = ssub.add_parser("predict", formatter_class=_wrapping,
                          help="predict with a saved stitched classifier",
                          description="Predict the classes of SPACE2's items with MODEL, given "
                                      "SPACE2's encoder's embeddings of MODEL's anchors (the same "
@@ -177,7 +183,7 @@ def build_parser(experiment_help: str | None = None) -> argparse.ArgumentParser:
     sp.add_argument("--force", action="store_true", help="overwrite an existing PRED")
 
     # ---------------------------------------------------------------- embed
-    e = sub.add_parser("embed", formatter_class=_formatter,
+    e = sub.add_parser("embed", formatter_class=_wrapping,
                        help="embed texts with an offline encoder (optionally on a Dask cluster)",
                        description="Embed a text file with an offline encoder and write the "
                                    "embeddings (.npy or .zarr). With --workers/--scheduler the "
@@ -198,7 +204,7 @@ def build_parser(experiment_help: str | None = None) -> argparse.ArgumentParser:
     _add_cluster(e)
 
     # ---------------------------------------------------------------- experiments
-    d = sub.add_parser("demo", formatter_class=_formatter,
+    d = sub.add_parser("demo", formatter_class=_wrapping,
                        help="two seeds of a digits MLP: absolute vs relative, zero-shot stitching")
     d.add_argument("--scale", choices=["smoke", "full"], default="full", help=SCALE_HELP)
     d.add_argument("--seed", type=int, default=0, help=SEED_HELP)
