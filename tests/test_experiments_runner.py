@@ -205,11 +205,11 @@ def test_default_output_folders_are_fresh(dummy_experiments, tmp_path, monkeypat
 
 def test_unknown_options_are_refused_before_anything_runs(dummy_experiments, tmp_path):
     out = tmp_path / "out"
-    with pytest.raises(OptionError, match="no option 'kk' .*known: k, name, method, fail"):
+    with pytest.raises(OptionError, match="unknown option 'kk' .*known: k, name, method, fail"):
         experiments.run_experiment("dummy-exp", out=out, options={"kk": 1})
     with pytest.raises(OptionError, match="does not take --method .*it takes no options"):
         experiments.run_experiment("bare-exp", out=out, options={"method": "m"})
-    with pytest.raises(OptionError, match="no option 'x' .*it takes no options"):
+    with pytest.raises(OptionError, match="unknown option 'x' .*it takes no options"):
         experiments.run_experiment("bare-exp", out=out, options={"x": 1})
     assert not out.exists() and not (tmp_path / "dummy-ran").exists()
 
@@ -352,7 +352,7 @@ def test_quick_commands_import_neither_torch_nor_sklearn(args):
 
 def test_cli_errors_are_one_line(tmp_path):
     cases = [(["run", "demo", "--opt", "epochs=3", "--out", str(tmp_path / "o")],
-              "no option 'epochs'"),
+              "unknown option 'epochs'"),
              (["run", "demo", "--method", "x", "--out", str(tmp_path / "o")], "--method"),
              (["run", "demo", "--out", ""], "--out is empty"),
              (["run", "demo", "--scale", "huge"], "invalid choice"),

@@ -93,7 +93,7 @@ def check_options(name: str, opts: dict[str, Any]) -> None:
         listed = f"its options: {', '.join(known)}" if known else "it takes no options"
         raise OptionError(f"experiment {name!r} does not take --method ({listed})")
     listed = f"known: {', '.join(known)}" if known else "it takes no options"
-    raise OptionError(f"experiment {name!r} has no option {unknown[0]!r} ({listed}); see "
+    raise OptionError(f"unknown option {unknown[0]!r} for experiment {name!r} ({listed}); see "
                       f"relreps run {name} --help")
 
 

@@ -363,16 +363,24 @@ class Comparison:
         return pairs
 
     def _for_search(self, x: Any) -> Any:
-        """The array handed to the neighbour search: dask where the search accepts it, else a
-        numpy (memory-mapped) array."""
+        """The array handed to the neighbour search: a dask array (searched block by block, in
+        bounded memory) for lazy inputs and above STREAM_ITEMS items where the search accepts
+        dask arrays; else the numpy (memory-mapped) array."""
         from ._compat import dask_supported
 
-        if is_dask(x) and not dask_supported("neighbors"):
-            if not any("neighbour search ran in memory" in n for n in self.notes):
-                self.notes.append("the neighbour search ran in memory (this installation's "
-                                  "relreps.neighbors does not take dask arrays)")
-            return np.asarray(x.compute())
-        return x
+        if not (is_dask(x) or x.shape[0] > STREAM_ITEMS):
+            return x
+        if dask_supported("neighbors"):
+            if is_dask(x):
+                return x
+            import dask.array as da
+
+            rows = max(1, (64 << 20) // max(1, x.shape[1] * x.itemsize))
+            return da.from_array(x, chunks=(rows, x.shape[1]))
+        if not any("neighbour search ran in memory" in n for n in self.notes):
+            self.notes.append("the neighbour search held each space in memory (this "
+                              "installation's relreps.neighbors does not take dask arrays)")
+        return np.asarray(x.compute()) if is_dask(x) else x
 
     def _retrieval(self, source: Any, target: Any, queries: np.ndarray | None) -> dict[str, float]:
         from relreps.metrics import retrieval_metrics
@@ -852,7 +860,7 @@ def cli_compare(args: Any) -> int:
     import sys
 
     from relreps.experiments.base import _jsonable, _versions
-    from relreps.io import array_info, read_array, read_index, read_labels, split_spec
+    from relreps.io import read_array, read_index, read_labels, split_spec
     from relreps.progress import quiet
     from relreps.runs import prepare_run
 
@@ -886,8 +894,13 @@ def cli_compare(args: Any) -> int:
             run.started()
             report = job.run()
         figures = report.write(run.stage)
-        meta = {"command": "compare", "argv": sys.argv[1:], "spaces": {
-            name: array_info(spec) for name, spec in zip(names, args.spaces)},
+        inputs = {}
+        for name, spec in zip(names, args.spaces):
+            path, key = split_spec(spec)
+            x = arrays[name]
+            inputs[name] = {"spec": spec, "path": str(path), "key": key,
+                            "shape": [int(v) for v in x.shape], "dtype": str(x.dtype)}
+        meta = {"command": "compare", "argv": sys.argv[1:], "spaces": inputs,
             "labels": args.labels, "anchor_index": args.anchor_index,
             "scheduler": args.scheduler, "workers": args.workers, "settings": report.settings,
             "wall_time_s": round(time.perf_counter() - t0, 3),
