@@ -323,8 +323,7 @@ def test_cli_defaults_and_help_texts():
     text = cli.build_parser().format_help()
     for cmd in ("compare", "stitch", "embed", "demo", "list", "run"):
         assert cmd in text
-    helps = {a.dest: a.help for a in cli.build_parser()._subparsers._group_actions[0]
-             .choices["run"]._actions}
+    helps = {a.dest: a.help for a in cli.build_parser().commands["run"]._actions}
     assert "30 min" in helps["scale"] and "seed" in helps["seed"]
 
 

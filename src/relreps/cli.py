@@ -86,9 +86,13 @@ def _add_cluster(p: argparse.ArgumentParser) -> None:
                    help="run on a local Dask cluster of N worker processes (1 thread each)")
 
 
-def build_parser(experiment_help: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser (`experiment_help` names the experiment whose options `run --help`
-    lists)."""
+def build_parser(experiment_help: str | None = None, *, list_experiments: bool = False
+                 ) -> argparse.ArgumentParser:
+    """The argument parser; ``parser.commands`` maps each command to its sub-parser.
+
+    With `list_experiments`, ``run``'s help lists the experiments and, when `experiment_help`
+    names one, its options (read from the experiment modules' literals).
+    """
     from relreps import __version__
 
     p = _Parser(prog="relreps", description=__doc__, formatter_class=_formatter)
@@ -217,7 +221,8 @@ def build_parser(experiment_help: str | None = None) -> argparse.ArgumentParser:
                        help="run one of the paper's experiments",
                        description="Run an experiment; `relreps run EXPERIMENT --help` lists its "
                                    "options.",
-                       epilog=_experiment_epilog(experiment_help))
+                       epilog=_experiment_epilog(experiment_help) if list_experiments
+                       else None)
     r.add_argument("-h", "--help", action="store_true", help="show this help (with an "
                    "EXPERIMENT: also its options) and exit")
     r.add_argument("experiment", nargs="?", metavar="EXPERIMENT", help="see the list below")
@@ -230,6 +235,7 @@ def build_parser(experiment_help: str | None = None) -> argparse.ArgumentParser:
     r.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                    help="an option of the experiment (value parsed as JSON when possible); "
                         "unknown keys are refused")
+    p.commands = sub.choices  # command name -> its parser
     return p
 
 
@@ -261,8 +267,7 @@ def _cmd_run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         if args.help:
             if args.experiment:
                 experiments.options(args.experiment)  # unknown name: a one-line error
-            build_parser(args.experiment)._subparsers._group_actions[0].choices["run"] \
-                .print_help()
+            build_parser(args.experiment, list_experiments=True).commands["run"].print_help()
             return 0
         if not args.experiment:
             parser.error("run: an EXPERIMENT is required (relreps list shows them)")
