@@ -479,3 +479,28 @@ def test_read_texts(tmp_path):
     empty.write_text("")
     with pytest.raises(FormatError, match="empty"):
         read_texts(empty)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(spec=st.one_of(st.none(), st.integers(), st.floats(), st.binary(max_size=4),
+                      st.text(max_size=12), st.lists(st.text(max_size=3), max_size=2)),
+       reader=st.sampled_from([read_array, read_labels, read_index, read_texts]))
+def test_any_bad_spec_is_a_named_error(tmp_path, spec, reader):
+    with pytest.raises(RelrepsError):
+        reader(spec)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.binary(max_size=64),
+       suffix=st.sampled_from([".npy", ".npz", ".safetensors", ".pt", ".parquet", ".csv",
+                               ".txt", ".json", ".jsonl"]),
+       reader=st.sampled_from([read_array, read_labels, read_index, read_texts]))
+def test_garbage_files_never_crash(tmp_path, content, suffix, reader):
+    p = tmp_path / f"garbage{suffix}"
+    p.write_bytes(content)
+    try:
+        reader(p)
+    except RelrepsError:
+        pass

@@ -198,3 +198,38 @@ def test_relative_agreement_is_invariant_to_rotation_and_scale(scale, seed, dtyp
     assert rep.summary["relative_mrr"] > 0.9
     assert rep.summary["mutual_knn"] > 0.95
     assert rep.summary["relative_cka_linear"] == pytest.approx(1.0, abs=1e-3)
+
+
+_JUNK = st.one_of(st.none(), st.booleans(), st.integers(-3, 400), st.floats(allow_nan=True),
+                  st.text(max_size=5), st.lists(st.integers(-2, 70), max_size=4),
+                  st.sampled_from([np.arange(3), np.array([1.5, 2.0]), np.zeros((2, 2)),
+                                   np.array([True, False]), {"a": 1}, object()]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(arg=st.sampled_from(["k", "n_anchors", "anchor_index", "sampler", "similarity", "center",
+                            "seed", "n_queries", "test_size", "labels"]), value=_JUNK)
+def test_any_wrong_argument_is_a_named_error(arg, value):
+    x, y = _clusters(n=60, d=4)
+    kwargs = {"k": 3}
+    if arg == "labels":
+        args = ({"a": x, "b": x}, value)
+    else:
+        args = ({"a": x, "b": x},)
+        kwargs[arg] = value
+    try:
+        job = prepare_comparison(*args, **kwargs)
+    except RelrepsError:
+        return
+    assert job.k >= 1 and len(job.anchor_rows) >= 2  # accepted: a valid setting
+
+
+@settings(max_examples=30, deadline=None)
+@given(spaces=st.one_of(st.none(), st.integers(), st.text(max_size=4),
+                        st.lists(st.integers(), max_size=3),
+                        st.dictionaries(st.text(max_size=3), st.one_of(
+                            st.none(), st.integers(), st.text(max_size=3),
+                            st.lists(st.floats(), max_size=3)), max_size=3)))
+def test_any_wrong_spaces_is_a_named_error(spaces):
+    with pytest.raises(RelrepsError):
+        prepare_comparison(spaces)

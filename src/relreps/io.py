@@ -556,11 +556,15 @@ def _replace_dir(src: Path, dst: Path) -> None:
 
 # ----------------------------------------------------------------------------------- labels
 
-def _text_lines(path: Path, what: str) -> list[str]:
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise FormatError(f"{path} is not UTF-8 text ({e})") from None
+
+
+def _text_lines(path: Path, what: str) -> list[str]:
+    text = _read_text(path)
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()  # the final newline does not start another line
@@ -638,7 +642,7 @@ def read_index(spec: str | os.PathLike, n: int | None = None) -> np.ndarray:
             arr = arr.ravel()
     elif suffix == ".txt":
         _no_key(path, key, ".txt")
-        tokens = [t for t in re.split(r"[\s,]+", path.read_text(encoding="utf-8")) if t]
+        tokens = [t for t in re.split(r"[\s,]+", _read_text(path)) if t]
         bad = next((t for t in tokens if not _INT_RE.match(t)), None)
         if bad is not None:
             raise FormatError(f"{path}: {bad!r} is not an integer row index")
@@ -654,8 +658,8 @@ def read_index(spec: str | os.PathLike, n: int | None = None) -> np.ndarray:
 
 def _anchorset_indices(path: Path, key: str | None) -> np.ndarray:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as e:
         raise FormatError(f"{path} is not valid JSON ({e})") from None
     indices = data.get("indices") if isinstance(data, dict) else None
     if not isinstance(indices, dict) or not indices:
