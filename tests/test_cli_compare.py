@@ -112,6 +112,7 @@ def test_compare_bad_input_is_one_line_and_leaves_nothing(files, capsys, monkeyp
     assert not Path("runs").exists() or list(Path("runs").iterdir()) == []
 
 
+@pytest.mark.slow
 def test_compare_on_a_local_dask_cluster(files, capsys):
     out = files / "dist"
     assert main(["compare", str(files / "a.npy"), f"{files / 'b.npz'}:emb", "--k", "5",

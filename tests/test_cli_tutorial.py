@@ -40,6 +40,7 @@ def _has_stitching() -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_tutorial_commands_run(tmp_path):
     try:
         from relreps.datasets.text import load_text_dataset

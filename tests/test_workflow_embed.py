@@ -97,6 +97,7 @@ def test_embed_zarr_resumes_finished_partitions(tmp_path):
     assert (other / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.slow
 def test_embed_on_a_cluster_survives_a_killed_worker(tmp_path):
     from distributed import Client, LocalCluster
 
