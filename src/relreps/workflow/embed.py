@@ -251,6 +251,8 @@ def embed_texts(texts: Sequence[str], encoder: Any, out: str | os.PathLike, *,
     else:
         from distributed import as_completed
 
+        if not isinstance(payload, str):  # ship an encoder object to each worker once
+            payload = client.scatter(payload, broadcast=True, hash=False)
         futures = [client.submit(_embed_partition, str(store.resolve()), payload,
                                  texts[starts[i]:starts[i] + partition_size], starts[i], i,
                                  batch_size, pure=False)
