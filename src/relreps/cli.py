@@ -19,6 +19,13 @@ from typing import Any, NoReturn
 
 from relreps.errors import RelrepsError
 
+DESCRIPTION = """Relative representations: compare and stitch your own embedding spaces, embed
+texts, and run the paper's experiments. Docs: docs/cli.md, docs/own-models.md.
+
+Errors are one line "relreps: error: ..." (exit status 2 for bad input, 1 for an unexpected
+failure; RELREPS_DEBUG=1 prints its traceback). RELREPS_QUIET=1 hides progress output;
+RELREPS_CACHE sets the cache folder."""
+
 SCALE_HELP = ("smoke: tiny sizes that check the set-up (seconds to a few minutes); full (default): "
               "the sizes the docs report (minutes to ~30 min per experiment on 2 CPU cores, from "
               "a cold cache)")
@@ -95,7 +102,7 @@ def build_parser(experiment_help: str | None = None, *, list_experiments: bool =
     """
     from relreps import __version__
 
-    p = _Parser(prog="relreps", description=__doc__, formatter_class=_formatter)
+    p = _Parser(prog="relreps", description=DESCRIPTION, formatter_class=_formatter)
     p.add_argument("--version", action="version", version=f"relreps {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
                            parser_class=_Parser)
