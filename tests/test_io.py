@@ -22,6 +22,7 @@ from relreps.errors import (
     ShapeError,
 )
 from relreps.io import (
+    array_info,
     read_array,
     read_index,
     read_labels,
@@ -85,6 +86,8 @@ def test_npy_is_memory_mapped(tmp_path):
     assert isinstance(a, np.memmap) and not a.flags.writeable
     np.testing.assert_array_equal(a, X)
     assert not isinstance(read_array(p, mmap=False), np.memmap)
+    assert array_info(p) == {"spec": str(p), "path": str(p), "key": None, "shape": [6, 4],
+                             "dtype": "float32"}
     with pytest.raises(FormatError, match="holds one array; remove ':k'"):
         read_array(f"{p}:k")
 
