@@ -140,6 +140,7 @@ def test_streamed_and_lazy_inputs_match_in_memory(tmp_path, monkeypatch):
                     "relative_cka_linear"):
             assert rep.summary[key] == pytest.approx(ref.summary[key], abs=1e-6), key
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "b.npy", "b.zarr"]
+    assert len(set(lazy.notes)) == len(lazy.notes)  # each note once
 
 
 def test_torch_inputs_are_accepted():

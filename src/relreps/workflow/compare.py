@@ -377,9 +377,10 @@ class Comparison:
 
             rows = max(1, (64 << 20) // max(1, x.shape[1] * x.itemsize))
             return da.from_array(x, chunks=(rows, x.shape[1]))
-        if not any("neighbour search ran in memory" in n for n in self.notes):
-            self.notes.append("the neighbour search held each space in memory (this "
-                              "installation's relreps.neighbors does not take dask arrays)")
+        note = ("the neighbour search held each space in memory (this installation's "
+                "relreps.neighbors does not take dask arrays)")
+        if note not in self.notes:
+            self.notes.append(note)
         return np.asarray(x.compute()) if is_dask(x) else x
 
     def _retrieval(self, source: Any, target: Any, queries: np.ndarray | None) -> dict[str, float]:
