@@ -529,7 +529,9 @@ def prepare_comparison(spaces: Mapping[str, Any], labels: Any = None, *,
     from relreps import similarity as _sim
     from relreps.validation import check_float
 
-    log = log or (lambda msg: None)
+    if log is None:
+        def log(msg: str) -> None:
+            return None
     if not isinstance(spaces, Mapping):
         raise InputTypeError("spaces must be a dict mapping a name to an (n, d) array")
     if len(spaces) < 2:
@@ -594,9 +596,9 @@ def prepare_comparison(spaces: Mapping[str, Any], labels: Any = None, *,
         if n_anchors > len(pool):
             raise AnchorError(f"asked for {n_anchors} anchors but only {len(pool)} "
                               f"{'training ' if y is not None else ''}items are available")
-        sampler_used = sampler or ("stratified" if y is not None else "uniform")
-        check_choice(sampler_used, "sampler", ("uniform", "stratified", "kmeans",
-                                                "farthest_point"))
+        sampler_used = ("stratified" if y is not None else "uniform") if sampler is None \
+            else check_choice(sampler, "sampler", ("uniform", "stratified", "kmeans",
+                                                   "farthest_point"))
         if sampler_used == "stratified" and y is None:
             raise AnchorError("the stratified sampler needs labels")
         anchor_rows = pool[_sample(arrays[names[0]], pool, n_anchors, sampler_used,

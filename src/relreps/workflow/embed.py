@@ -198,7 +198,9 @@ def embed_texts(texts: Sequence[str], encoder: Any, out: str | os.PathLike, *,
     """
     from relreps.validation import check_int
 
-    log = log or (lambda msg: None)
+    if log is None:
+        def log(msg: str) -> None:
+            return None
     t0 = time.perf_counter()
     texts = [str(t) for t in texts]
     if not texts:
