@@ -146,6 +146,9 @@ def _check_numpy(x: Any, name: str) -> np.ndarray:
                                  "array of numbers") from None
     k = arr.dtype.kind
     if k == "O":
+        if any(isinstance(v, (str, bytes)) for v in arr.flat):
+            raise InputTypeError(f"{name} holds strings (dtype object); expected numbers "
+                                 "(parse them first, e.g. np.asarray(x, dtype=float))")
         try:
             arr = arr.astype(np.float64)
         except (ValueError, TypeError):
