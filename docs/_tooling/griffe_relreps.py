@@ -20,12 +20,16 @@ them when the package is loaded, without touching the source:
    to where the site documents the object, or plain code where it does not (a private helper, a
    module without a reference page). A role naming nothing that exists is a documentation bug,
    logged as a warning (a failure under ``mkdocs build --strict``), unless it lies in a
-   ``relreps`` module that is not in this checkout (logged as information, and marked in the page
-   with ``relreps-missing-module``, which ``tests/test_docs_site.py`` checks).
+   ``relreps`` module that is not in this checkout, or a module declares it in its ``_LAZY``
+   table of names imported on first use but does not define it yet (logged as information, and
+   marked in the page with ``relreps-missing-module``, which ``tests/test_docs_site.py`` checks
+   against the features expected on other branches). Names in ``_LAZY`` tables resolve to where
+   they are defined (``relreps.StitchedClassifier`` -> ``relreps.stitching.StitchedClassifier``).
 """
 
 from __future__ import annotations
 
+import ast
 import html
 import logging
 import re
@@ -199,6 +203,7 @@ class RelrepsDocstrings(Extension):
         super().__init__()
         self.src: Path | None = None
         self.public_path: dict[str, str] = {}  # defining path -> the re-exporting package's
+        self.lazy: dict[str, str] = {}  # names a module imports on first use (its _LAZY)
 
     def on_package(self, *, pkg: Any, loader: Any, **kwargs: Any) -> None:
         if pkg.path != PACKAGE:
@@ -207,7 +212,22 @@ class RelrepsDocstrings(Extension):
         for member in pkg.members.values():  # the top level's names are documented in place
             if not isinstance(member, Alias) and member.is_module:
                 self._document_reexports_once(member)
+        self._collect_lazy(pkg)
         self._rewrite(pkg, loader.modules_collection)
+
+    def _collect_lazy(self, module: Any) -> None:
+        """``_LAZY = {name: module}`` (PEP 562 lazy imports) -> resolvable cross-references."""
+        table = module.members.get("_LAZY")
+        if table is not None and not isinstance(table, Alias) and table.value is not None:
+            try:
+                lazy = ast.literal_eval(str(table.value))
+            except (ValueError, SyntaxError):
+                lazy = {}
+            for name, where in lazy.items():
+                self.lazy[f"{module.path}.{name}"] = f"{where}.{name}"
+        for member in module.members.values():
+            if not isinstance(member, Alias) and member.is_module:
+                self._collect_lazy(member)
 
     def _document_reexports_once(self, module: Any) -> None:
         for name in [str(e) for e in module.exports or ()]:
@@ -255,6 +275,7 @@ class RelrepsDocstrings(Extension):
         while scope is not None:
             candidates.append(f"{scope.path}.{target}")
             scope = scope.parent
+        candidates += [self.lazy[c] for c in candidates if c in self.lazy]
         for path in dict.fromkeys(candidates):
             found = _lookup(collection, path)
             if found is not None:
@@ -263,7 +284,8 @@ class RelrepsDocstrings(Extension):
                 return (f'<autoref identifier="{ident}" optional>'
                         f"<code>{html.escape(shown)}</code></autoref>")
         where = obj.filepath[0] if isinstance(obj.filepath, list) else obj.filepath
-        absent = self._absent_module(target)
+        declared = next((self.lazy[c] for c in candidates if c in self.lazy), None)
+        absent = declared or self._absent_module(target)
         if absent is not None:
             _log.info("%s: %s refers to %s, in %s, not in this checkout", where, obj.path,
                       match.group(0), absent)
