@@ -164,7 +164,7 @@ def _page_id(path: Path) -> str:
 
 
 DRIVER = r'''
-import io, json, subprocess, sys, traceback
+import io, json, subprocess, sys, time, traceback
 
 class Tee(io.TextIOBase):
     def __init__(self, out):
@@ -181,6 +181,7 @@ namespace = {"__name__": "__main__"}
 for b in blocks:
     where = f"{b['page']}:{b['line']}"
     print(f"----- {where} ({b['lang']})", flush=True)
+    start = time.perf_counter()
     if b["lang"] == "python":
         code = "\n" * (b["line"] - 1) + b["code"]  # tracebacks show the page's line numbers
         sys.stdout = tee = Tee(sys.__stdout__)
@@ -203,7 +204,7 @@ for b in blocks:
         if run.returncode:
             print(f"FAILED: the bash block at {where} exited with {run.returncode}")
             sys.exit(1)
-    sys.stdout.flush()
+    print(f"----- {where}: {time.perf_counter() - start:.1f} s", flush=True)
     json.dump(printed, open(sys.argv[2], "w", encoding="utf-8"))
 '''
 

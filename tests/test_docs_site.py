@@ -54,7 +54,7 @@ def _text(path: Path) -> str:
 
 
 def _nav_pages() -> list[str]:
-    import yaml
+    yaml = pytest.importorskip("yaml", reason="reading mkdocs.yml needs PyYAML (docs extra)")
 
     def walk(node):
         if isinstance(node, str):

@@ -8,9 +8,12 @@ them when the package is loaded, without touching the source:
    the list. An entry keeps its type only when it is short and followed by an indented
    description that starts a sentence (``x : (n, d) array or tensor`` then ``Samples, ...``);
    otherwise the whole text becomes the description (the type shown is then the signature's
-   annotation). A paragraph that follows a parameter list becomes a "Notes" section; a lone
-   long line under "Returns" becomes the description of the returned value; ``SomeError : when``
-   under "Raises" becomes the exception and its description.
+   annotation). Unindented wrapped lines continue their entry; a paragraph that follows a
+   parameter list becomes a "Notes" section; prose under "Returns" becomes the description of
+   the returned value; ``SomeError : when`` under "Raises" becomes the exception and its
+   description. Plain-text maths stays literal (``|<h_i, z_j>|``, ``||A^T B||_*``, ``2**127``
+   are not read as HTML or emphasis), and reST's ``text::`` before a literal block reads
+   ``text:``.
 2. An object that a package re-exports (``relreps.encoders.CachedEncoder``, defined in
    ``relreps.encoders.base``) is documented once, where users import it from: the package
    (except the top-level names of ``relreps``, documented in their modules).
@@ -87,6 +90,8 @@ def escape(text: str) -> str:
         if stripped.startswith("```"):
             in_code = not in_code
         code = in_code or stripped.startswith((">>>", "... ")) or stripped.startswith("```")
+        if not code and line.endswith("::") and not line.endswith(" ::"):
+            line = line[:-1]  # reST's "text::" introduces a literal block: "text:"
         out.append(line if code else _escape_prose(line))
     return "\n".join(out)
 
@@ -99,16 +104,23 @@ def _is_type(rest: str, continuation: list[str]) -> bool:
 
 
 def _items(body: list[str]) -> tuple[list[list[str]], list[str]]:
-    """Split a section body into entries (first line + indented lines) and trailing prose."""
+    """Split a section body into entries (first line + indented lines) and trailing prose.
+
+    An unindented line that cannot start an entry continues the entry before it (text wrapped
+    without indentation); after a blank line it starts the trailing prose.
+    """
     items: list[list[str]] = []
     for k, line in enumerate(body):
         if not line.strip() or line.startswith(" "):
             if items:
                 items[-1].append(line)
             continue
-        after_blank = k > 0 and not body[k - 1].strip()
-        if items and after_blank and not ENTRY.match(line):
-            return items, body[k:]
+        entry = ENTRY.match(line)
+        if items and not entry:
+            if not body[k - 1].strip():
+                return items, body[k:]
+            items[-1].append("    " + line)
+            continue
         items.append([line])
     return items, []
 
@@ -133,13 +145,20 @@ def _entry_section(body: list[str]) -> list[str]:
 
 
 def _value_section(body: list[str]) -> list[str]:
+    """Returns/Yields: a paragraph of prose becomes the description of one unnamed value;
+    ``name : prose`` becomes a named value with that description."""
+    first = next((line for line in body if line.strip()), "")
+    if len(first) > TYPE_MAX_CHARS and not ENTRY.match(first):
+        return [":", *("    " + line if line.strip() else "" for line in body)]
     items, prose = _items(body)
     out: list[str] = []
-    for first, *rest_lines in items:
-        if len(first) > TYPE_MAX_CHARS and not any(c.strip() for c in rest_lines):
-            out += [":", "    " + first, *rest_lines]
+    for first_line, *rest_lines in items:
+        m = ENTRY.match(first_line)
+        rest = (m.group("rest") or "").strip() if m else ""
+        if m and rest and not _is_type(rest, [c[4:] for c in rest_lines]):
+            out += [f"{m.group('names')} :", "    " + rest, *rest_lines]
         else:
-            out += [first, *rest_lines]
+            out += [first_line, *rest_lines]
     return out + prose
 
 

@@ -20,6 +20,7 @@ from typing import Any
 _log = logging.getLogger("mkdocs.plugins.relreps.hooks")
 DIRECTIVE = re.compile(r"^::: (relreps(?:\.\w+)*)[ \t]*\n((?:[ \t]+\S.*\n?)*)", re.M)
 TOPLEVEL_MARK = "<!-- relreps: top-level names -->"
+ROLE = re.compile(r":(?:py:)?(?:mod|func|class|meth|attr|data|exc|obj|const):`~?([^`]+?)`")
 
 _src: Path | None = None
 
@@ -55,7 +56,8 @@ def _definitions(path: Path) -> dict[str, str]:
     out = {}
     for node in tree.body:
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
-            out[node.name] = (ast.get_docstring(node) or "").split("\n\n")[0].replace("\n", " ")
+            summary = (ast.get_docstring(node) or "").split("\n\n")[0].replace("\n", " ")
+            out[node.name] = ROLE.sub(lambda m: f"`{m.group(1)}`", summary).replace("|", "\\|")
     return out
 
 
