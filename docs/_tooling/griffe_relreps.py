@@ -180,7 +180,8 @@ def normalize(text: str) -> str:
     while i < len(lines):
         if lines[i].lstrip().startswith("```"):
             in_code = not in_code
-        title = lines[i].strip().lower()
+        # "Attributes (after `fit`)": a known section with a remark NumPy style has no room for
+        title = re.sub(r"\s*\(.*\)$", "", lines[i].strip()).lower()
         if in_code or not _header(lines, i) or title not in SECTION_FIXES:
             out.append(lines[i])
             i += 1
@@ -189,7 +190,7 @@ def normalize(text: str) -> str:
         while j < len(lines) and not _header(lines, j):
             j += 1
         body = lines[i + 2:j]
-        out += [lines[i], lines[i + 1], *SECTION_FIXES[title](body)]
+        out += [title.capitalize(), "-" * len(title), *SECTION_FIXES[title](body)]
         i = j
     return "\n".join(out)
 
