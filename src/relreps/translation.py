@@ -99,8 +99,9 @@ class LatentTranslator(ClassNamePrefixFeaturesOutMixin, RegressorMixin, Transfor
 
     Attributes (after `fit`)
     ------------------------
-    matrix_ : (n_features_in_, n_features_out_) map applied to the scaled A vectors.
-    bias_ : (n_features_out_,) bias added after the map (zeros except for ``"affine"``).
+    matrix_ : (n_features_in_, n_features_out_) map between the scaled spaces:
+        ``T(x) = ((x - mean_a_) / scale_a_) @ matrix_ * scale_b_ + bias_ + mean_b_``.
+    bias_ : (n_features_out_,) bias in B's units (zeros except for ``"affine"``).
     mean_a_, mean_b_ : anchor means (zeros without `std_scaling`).
     scale_a_, scale_b_ : anchor scales (without `std_scaling`: one common power of two, an
         exact rescaling that keeps the computation in range).
@@ -182,7 +183,7 @@ class LatentTranslator(ClassNamePrefixFeaturesOutMixin, RegressorMixin, Transfor
             matrix, bias = self._least_squares(sa, sb)
         if not (np.isfinite(matrix).all() and np.isfinite(bias).all()):
             raise NumericalError("the translation map is not finite (degenerate anchors)")
-        self.matrix_, self.bias_ = matrix, bias
+        self.matrix_, self.bias_ = matrix, bias * scale_b
         self.mean_a_, self.mean_b_ = mean_a, mean_b
         self.scale_a_, self.scale_b_ = float(scale_a), float(scale_b)
         self.n_features_out_ = int(d_b)
@@ -217,8 +218,8 @@ class LatentTranslator(ClassNamePrefixFeaturesOutMixin, RegressorMixin, Transfor
 
             p = {k: torch.as_tensor(getattr(self, k), device=X.device, dtype=X.dtype)
                  for k in _STATE}
-            out = (((X - p["mean_a_"]) / p["scale_a_"]) @ p["matrix_"] + p["bias_"]) \
-                * p["scale_b_"] + p["mean_b_"]
+            out = (((X - p["mean_a_"]) / p["scale_a_"]) @ p["matrix_"]) * p["scale_b_"] \
+                + (p["bias_"] + p["mean_b_"])
             if not out.is_meta and not bool(torch.isfinite(out.detach()).all()):
                 raise NumericalError(f"translated vectors exceed the range of {X.dtype}")
             return out
@@ -226,7 +227,7 @@ class LatentTranslator(ClassNamePrefixFeaturesOutMixin, RegressorMixin, Transfor
         p = {k: np.asarray(getattr(self, k), dtype=dtype) for k in _STATE}
         with np.errstate(over="ignore", invalid="ignore"):
             out = ((np.asarray(X, dtype=dtype) - p["mean_a_"]) / p["scale_a_"]) @ p["matrix_"]
-            out = (out + p["bias_"]) * p["scale_b_"] + p["mean_b_"]
+            out = out * p["scale_b_"] + (p["bias_"] + p["mean_b_"])
         if not np.isfinite(out).all():
             raise NumericalError(f"translated vectors exceed the range of {dtype}")
         return out
