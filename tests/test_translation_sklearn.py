@@ -128,6 +128,10 @@ def test_persistence_round_trip_is_bit_identical(method):
     assert back.get_params() == tr.get_params()
     one = LatentTranslator("lstsq").fit(a, b[:, 0])
     assert _through_safetensors(one).predict(a).shape == (len(a),)
+    dead = LatentTranslator(method).fit(a, np.hstack([b, np.full((len(b), 1), 2.0)]))
+    back = _through_safetensors(dead)
+    np.testing.assert_array_equal(back.constant_features_, [7])
+    np.testing.assert_array_equal(back.transform(a), dead.transform(a))
 
 
 def test_persistence_refuses_tampered_state():
@@ -138,6 +142,9 @@ def test_persistence_refuses_tampered_state():
     cases = [({**config, "params": {**config["params"], "method": "pickle"}}, arrays),
              ({**config, "n_features_in": 2.5}, arrays),
              ({k: v for k, v in config.items() if k != "y_1d"}, arrays),
+             ({**config, "constant_features": [0, 0]}, arrays),
+             ({**config, "constant_features": [99]}, arrays),
+             ({**config, "constant_features": [True]}, arrays),
              (config, {**arrays, "matrix": np.zeros((3, 3))}),
              (config, {**arrays, "scale_b": np.array(-1.0)}),
              (config, {**arrays, "bias": np.full(4, np.nan)}),

@@ -22,7 +22,15 @@ Methods (closed form):
 transformer): ``fit(X, Y)`` on parallel anchors, ``transform(X)`` / ``predict(X)``, ``score``
 (R^2 of the translated vectors), ``clone``, ``GridSearchCV`` and :func:`relreps.save` work.
 
-TODO-INVESTIGATION
+**Constant target features.** A feature that B's anchors never vary (all-MiniLM-L6-v2 has
+three dead dimensions, |value| < 1e-8 for every text) keeps its anchor value in the translation
+(``constant_features_``). A rotation cannot produce zero variance in a direction for unseen
+points: it would fill those features with ordinary values, and a head fitted on B that
+standardises its features (StandardScaler) divides them by a standard deviation of ~1e-33, so
+every prediction collapses to one class. This was the cause of orthogonal translation *into*
+MiniLM-L6 reading at chance; ``scripts/translation_repro.py`` reproduces it and
+``docs/translation.md`` gives the numbers. Zero-padding (A wider than B) is the same case: B's
+missing dimensions are constant zeros and are dropped.
 """
 
 from __future__ import annotations
@@ -49,7 +57,7 @@ from relreps.errors import (
 )
 from relreps.validation import check_array, check_bool, check_choice, check_float, is_torch
 
-__all__ = ["LatentTranslator", "TRANSLATION_METHODS", "translate"]
+__all__ = ["LatentTranslator", "TRANSLATION_METHODS", "CONSTANT_FEATURE_RTOL", "translate"]
 
 TRANSLATION_METHODS = ("orthogonal", "lstsq", "affine")
 Method = Literal["orthogonal", "lstsq", "affine"]
@@ -83,6 +91,18 @@ def _n_rows(v: Any) -> int | None:
         return None
 
 
+#: A feature of B whose anchor standard deviation is below this fraction of the RMS of B's
+#: per-feature standard deviations is constant (below float32 resolution for embeddings of
+#: comparable scale): its translated value is its anchor value.
+CONSTANT_FEATURE_RTOL = 1e-6
+
+
+def _constant_features(sb: np.ndarray) -> np.ndarray:
+    std = sb.std(0)
+    rms = float(np.sqrt(np.mean(np.square(std))))
+    return np.flatnonzero(std <= CONSTANT_FEATURE_RTOL * rms).astype(np.int64)
+
+
 class LatentTranslator(ClassNamePrefixFeaturesOutMixin, RegressorMixin, TransformerMixin,
                        BaseEstimator):
     """Closed-form translator from latent space A to latent space B, fitted on parallel anchors.
@@ -105,6 +125,9 @@ class LatentTranslator(ClassNamePrefixFeaturesOutMixin, RegressorMixin, Transfor
     mean_a_, mean_b_ : anchor means (zeros without `std_scaling`).
     scale_a_, scale_b_ : anchor scales (without `std_scaling`: one common power of two, an
         exact rescaling that keeps the computation in range).
+    constant_features_ : (m,) indices of B's features that are constant on the anchors
+        (std below :data:`CONSTANT_FEATURE_RTOL` times the typical feature's): translated
+        vectors keep them at their anchor value instead of mapping A's variation into them.
     n_features_in_, n_features_out_ : widths of A and B.
     """
 
@@ -183,7 +206,17 @@ class LatentTranslator(ClassNamePrefixFeaturesOutMixin, RegressorMixin, Transfor
             matrix, bias = self._least_squares(sa, sb)
         if not (np.isfinite(matrix).all() and np.isfinite(bias).all()):
             raise NumericalError("the translation map is not finite (degenerate anchors)")
-        self.matrix_, self.bias_ = matrix, bias * scale_b
+        bias = bias * scale_b
+        # B's constant features (e.g. the three dead dimensions of all-MiniLM-L6-v2) stay at
+        # their anchor value: a rotation would fill them with A's energy, and a head that
+        # standardises B's features would multiply that by 1/std (1e33 for MiniLM-L6).
+        const = _constant_features(sb)
+        if const.size:
+            matrix = matrix.copy()
+            matrix[:, const] = 0.0
+            bias[const] = sb[:, const].mean(0) * scale_b  # output: B's anchor mean there
+        self.constant_features_ = const
+        self.matrix_, self.bias_ = matrix, bias
         self.mean_a_, self.mean_b_ = mean_a, mean_b
         self.scale_a_, self.scale_b_ = float(scale_a), float(scale_b)
         self.n_features_out_ = int(d_b)
@@ -257,6 +290,7 @@ class LatentTranslator(ClassNamePrefixFeaturesOutMixin, RegressorMixin, Transfor
                   "n_features_in": int(self.n_features_in_),
                   "n_features_out": int(self.n_features_out_),
                   "y_1d": bool(self._y_1d),
+                  "constant_features": [int(i) for i in self.constant_features_],
                   "feature_names_in": (self.feature_names_in_.tolist()
                                        if hasattr(self, "feature_names_in_") else None)}
         arrays = {k.rstrip("_"): np.asarray(getattr(self, k), dtype=np.float64) for k in _STATE}
@@ -290,6 +324,11 @@ class LatentTranslator(ClassNamePrefixFeaturesOutMixin, RegressorMixin, Transfor
             y_1d = config["y_1d"]
             if not isinstance(y_1d, bool):
                 raise FormatError("y_1d must be a boolean")
+            const = config["constant_features"]
+            if not isinstance(const, list) or not all(
+                    isinstance(i, int) and not isinstance(i, bool) and 0 <= i < d_b
+                    for i in const) or len(set(const)) != len(const):
+                raise FormatError(f"constant_features must be distinct indices in [0, {d_b})")
         except FormatError:
             raise
         except (KeyError, TypeError, ValueError) as e:
@@ -298,6 +337,7 @@ class LatentTranslator(ClassNamePrefixFeaturesOutMixin, RegressorMixin, Transfor
             v = np.array(arrays[k.rstrip("_")], dtype=np.float64)
             setattr(tr, k, float(v) if v.ndim == 0 else v)
         tr.n_features_in_, tr.n_features_out_, tr._y_1d = d_a, d_b, y_1d
+        tr.constant_features_ = np.asarray(const, dtype=np.int64)
         if names is not None:
             tr.feature_names_in_ = np.asarray(names, dtype=object)
         return tr
