@@ -437,3 +437,14 @@ def test_encoder_freeze_anchors_encodes_once_and_round_trips():
     model.unfreeze_anchors()
     assert not model.layer.has_fixed_anchors
     torch.testing.assert_close(model(x), live)
+
+
+def test_head_and_norm_validate_their_arguments():
+    with pytest.raises(InputTypeError, match="hidden"):
+        RelativeClassifierHead(4, 2, hidden=2.5)
+    with pytest.raises(RelrepsError, match="n_classes"):
+        RelativeClassifierHead(4, 0)
+    with pytest.raises(RelrepsError, match="eps"):
+        BatchFeatureNorm(eps=0.0)
+    with pytest.raises(InputTypeError, match="BatchFeatureNorm"):
+        BatchFeatureNorm()(np.zeros((3, 2)))

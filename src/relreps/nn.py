@@ -316,9 +316,10 @@ class BatchFeatureNorm(nn.Module):
 
     def __init__(self, eps: float = 1e-5) -> None:
         super().__init__()
-        self.eps = eps
+        self.eps = check_float(eps, "eps", min_value=0.0, min_inclusive=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = _require_tensor(x, "x", "BatchFeatureNorm")
         if x.shape[0] < 2:
             return x - x.mean(0, keepdim=True)
         return (x - x.mean(0, keepdim=True)) / torch.sqrt(x.var(0, unbiased=False,
@@ -335,6 +336,10 @@ class RelativeClassifierHead(nn.Module):
     def __init__(self, n_anchors: int, n_classes: int, hidden: int = 256,
                  batch_norm: bool = True) -> None:
         super().__init__()
+        check_int(n_anchors, "n_anchors", min_value=1)
+        check_int(n_classes, "n_classes", min_value=1)
+        check_int(hidden, "hidden", min_value=1)
+        check_bool(batch_norm, "batch_norm")
         self.net = nn.Sequential(nn.LayerNorm(n_anchors), nn.Linear(n_anchors, hidden), nn.Tanh(),
                                  BatchFeatureNorm() if batch_norm else nn.Identity(),
                                  nn.Linear(hidden, n_classes))
