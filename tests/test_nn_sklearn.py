@@ -113,6 +113,7 @@ def test_validation_happens_in_fit_with_named_errors():
                      ({"lr": -1.0}, RelrepsError), ({"batch_size": 1}, RelrepsError),
                      ({"batch_norm": "yes"}, InputTypeError), ({"hidden": True}, InputTypeError),
                      ({"random_state": -3}, RelrepsError), ({"device": 3}, InputTypeError),
+                     ({"device": "nonsense"}, OptionError),
                      ({"module_factory": 5}, InputTypeError)]:
         clf = TorchClassifier(**bad)  # stored unchanged, no error yet
         with pytest.raises(exc):

@@ -276,7 +276,11 @@ class RelativeEncoder(nn.Module):
         return self.encoder(self.anchor_inputs)
 
     def freeze_anchors(self) -> RelativeEncoder:
-        """Encode the anchor inputs once (no gradient) and fix them in the layer."""
+        """Encode the anchor inputs once (no gradient) and fix them in the layer.
+
+        The encoder runs in its current mode: call ``.eval()`` first when it has dropout or
+        batch normalisation and the frozen anchors are meant for inference.
+        """
         if self.anchor_inputs is None:
             raise AnchorError("cannot freeze: this RelativeEncoder has no anchor_inputs")
         with torch.no_grad():
@@ -417,9 +421,15 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
             check_random_state(self.random_state)
         check_int(self.hidden, "hidden", min_value=1)
         check_bool(self.batch_norm, "batch_norm")
-        if self.device is not None and not isinstance(self.device, (str, torch.device)):
-            raise InputTypeError(f"device must be None, a string or a torch.device, got "
-                                 f"{self.device!r}")
+        if self.device is not None:
+            if not isinstance(self.device, (str, torch.device)):
+                raise InputTypeError(f"device must be None, a string or a torch.device, got "
+                                     f"{self.device!r}")
+            try:
+                torch.empty(0, device=self.device)
+            except (RuntimeError, AssertionError) as e:
+                raise OptionError(f"device {str(self.device)!r} cannot be used here: "
+                                  f"{str(e).splitlines()[0]}") from None
 
     def _seed(self) -> int:
         if self.random_state is None:
