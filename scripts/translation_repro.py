@@ -1,6 +1,6 @@
 """Why orthogonal latent translation *into* all-MiniLM-L6-v2 was near chance, reproduced.
 
-Cause: all-MiniLM-L6-v2 has three dead output dimensions (127, 223, 319: |value| < 1e-8 for
+Cause: all-MiniLM-L6-v2 has three dead output dimensions (127, 223, 319: |value| < 1e-7 for
 every text). The head fitted on its absolute space standardises each feature (StandardScaler),
 i.e. divides those three by a standard deviation of ~1e-33 to ~5e-9. A rotation keeps the
 source's energy in every direction, so translated vectors carry ordinary values (~0.02) in

@@ -23,7 +23,7 @@ transformer): ``fit(X, Y)`` on parallel anchors, ``transform(X)`` / ``predict(X)
 (R^2 of the translated vectors), ``clone``, ``GridSearchCV`` and :func:`relreps.save` work.
 
 **Constant target features.** A feature that B's anchors never vary (all-MiniLM-L6-v2 has
-three dead dimensions, |value| < 1e-8 for every text) keeps its anchor value in the translation
+three dead dimensions, |value| < 1e-7 for every text) keeps its anchor value in the translation
 (``constant_features_``). A rotation cannot produce zero variance in a direction for unseen
 points: it would fill those features with ordinary values, and a head fitted on B that
 standardises its features (StandardScaler) divides them by a standard deviation of ~1e-33, so
