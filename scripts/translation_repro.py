@@ -1,14 +1,14 @@
 """Why orthogonal latent translation *into* all-MiniLM-L6-v2 was near chance, reproduced.
 
 Cause: all-MiniLM-L6-v2 has three dead output dimensions (127, 223, 319: |value| < 1e-7 for
-every text). The head fitted on its absolute space standardises each feature (StandardScaler),
-i.e. divides those three by a standard deviation of ~1e-33 to ~5e-9. A rotation keeps the
-source's energy in every direction, so translated vectors carry ordinary values (~0.02) in
-the dead dimensions; standardised, they become ~1e31 and decide every prediction (one class:
-chance). Least squares fits B's constant columns (~0), which is why it did not collapse.
-The fix (in `LatentTranslator`): features that are constant on B's anchors keep their anchor
-value (`constant_features_`). Zero-padding when A is wider than B is the same case (B's missing
-dimensions are constant zeros) and was already dropped the same way.
+every text; all-mpnet-base-v2 has four). The head fitted on its absolute space standardises each
+feature (StandardScaler), i.e. divides those by a standard deviation of ~1e-33 to ~1e-7. A
+rotation keeps norms, so A's variation lands in the dead dimensions (B has fewer live dimensions
+than A, or fewer anchors than dimensions leave the rotation undetermined); standardised, those
+values become ~1e31 and decide every prediction (one class: chance). Least squares fits B's
+constant columns, which is why it did not collapse. The fix (in `LatentTranslator`): features
+that are constant on B's anchors keep their anchor value (`constant_features_`; the
+`constant_rtol=0` runs below show the behaviour before the fix).
 
 Part 1 (always, < 1 s): a synthetic minimal reproduction: a 32-d space A, B = A rotated and
 embedded in 35 dimensions of which 3 are dead, 24 anchors (fewer than the width, as 300 anchors
@@ -25,25 +25,12 @@ Part 2 (``--text``): the real encoders on the compare experiment's AG News / TRE
 from __future__ import annotations
 
 import argparse
-import contextlib
 import warnings
-from collections.abc import Iterator
 
 import numpy as np
 
 from relreps import translation
 from relreps.translation import LatentTranslator
-
-
-@contextlib.contextmanager
-def constant_guard(enabled: bool) -> Iterator[None]:
-    """Turn the constant-feature guard off to show the behaviour before the fix."""
-    saved = translation.CONSTANT_FEATURE_RTOL
-    translation.CONSTANT_FEATURE_RTOL = saved if enabled else -1.0
-    try:
-        yield
-    finally:
-        translation.CONSTANT_FEATURE_RTOL = saved
 
 
 def head(seed: int = 0):
@@ -57,8 +44,10 @@ def head(seed: int = 0):
 
 
 def accuracy(method: str, guard: bool, anchors_a, anchors_b, test_a, y_test, clf) -> float:
-    with constant_guard(guard):
-        tr = LatentTranslator(method).fit(anchors_a, anchors_b)
+    """B's head on A's translated test vectors; `guard=False` is the behaviour before the fix
+    (constant_rtol=0: B's constant features are rotated like the others)."""
+    rtol = translation.CONSTANT_FEATURE_RTOL if guard else 0.0
+    tr = LatentTranslator(method, constant_rtol=rtol).fit(anchors_a, anchors_b)
     return float((clf.predict(tr.transform(test_a)) == y_test).mean())
 
 
@@ -94,12 +83,13 @@ def text(dataset: str, anchor_counts: tuple[int, ...] = (300, 1000),
     names = list(spaces)
     lines = []
     for name in names:
-        std = spaces[name][0].std(0)
-        dead = np.flatnonzero(std <= translation.CONSTANT_FEATURE_RTOL
-                              * np.sqrt(np.mean(std ** 2)))
-        lines.append(f"- {name}: constant features {dead.tolist()} (train std "
-                     f"{', '.join(f'{s:.1e}' for s in std[dead])}; median feature std "
-                     f"{np.median(std):.3f})")
+        std = spaces[name][0].astype(np.float64).std(0)
+        rms = np.sqrt(np.mean(std ** 2))
+        dead = np.flatnonzero(std <= translation.CONSTANT_FEATURE_RTOL * rms)
+        live = np.delete(std, dead)
+        lines.append(f"- {name}: constant features {dead.tolist()} (train std / RMS std: "
+                     f"{', '.join(f'{s / rms:.1e}' for s in std[dead]) or '-'}; smallest "
+                     f"live feature: {live.min() / rms:.2f}; RMS std {rms:.3f})")
     heads = {b: head().fit(spaces[b][0], y_tr) for b in names}
     lines += ["", "| A -> B | anchors | non-stitched (B) | orthogonal, before | orthogonal, fixed "
               "| lstsq, before | lstsq, fixed |", "|---|---|---|---|---|---|---|"]

@@ -118,6 +118,11 @@ def test_constant_target_features_keep_their_anchor_value(method, std_scaling):
     np.testing.assert_allclose(out[:, 6], 0.25, rtol=1e-12)
     assert np.abs(out[:, 7]).max() < 1e-32
     assert LatentTranslator(method).fit(a, b[:, :6]).constant_features_.size == 0
+    off = LatentTranslator(method, std_scaling=std_scaling, constant_rtol=0.0).fit(a, b)
+    assert off.constant_features_.size == 0
+    # a small but live feature (1e-3 of the others) is translated, not held
+    small = np.hstack([b[:, :6], 1e-3 * a[:, :1]])
+    assert LatentTranslator(method).fit(a, small).constant_features_.size == 0
 
 
 def test_orthogonal_into_a_space_with_dead_features_keeps_its_head():

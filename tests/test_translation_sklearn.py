@@ -51,7 +51,8 @@ def _pair(seed=0, n=80, d_a=6, d_b=4, noise=0.05):
 def test_clone_score_grid_search_and_pipeline():
     a, b = _pair()
     tr = LatentTranslator("lstsq")
-    assert clone(tr).get_params() == {"method": "lstsq", "std_scaling": True, "alpha": 0.0}
+    assert clone(tr).get_params() == {"method": "lstsq", "std_scaling": True, "alpha": 0.0,
+                                      "constant_rtol": 1e-4}
     assert tr.fit(a, b).score(a, b) > 0.99  # R^2 of the translated vectors
     grid = GridSearchCV(LatentTranslator(), {"method": ["orthogonal", "lstsq"],
                                              "alpha": [0.0, 1.0]},
@@ -77,7 +78,8 @@ def test_not_fitted_and_argument_errors_are_named():
         LatentTranslator().transform(a)
     assert isinstance(err.value, SkNotFittedError)
     for bad, exc in [({"method": "sgd"}, RelrepsError), ({"alpha": -1.0}, RelrepsError),
-                     ({"alpha": "1"}, InputTypeError), ({"std_scaling": 1}, InputTypeError)]:
+                     ({"alpha": "1"}, InputTypeError), ({"std_scaling": 1}, InputTypeError),
+                     ({"constant_rtol": -1e-3}, RelrepsError)]:
         tr = LatentTranslator(**bad)  # stored unchanged; validated in fit
         with pytest.raises(exc):
             tr.fit(a, b)

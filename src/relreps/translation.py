@@ -23,14 +23,15 @@ transformer): ``fit(X, Y)`` on parallel anchors, ``transform(X)`` / ``predict(X)
 (R^2 of the translated vectors), ``clone``, ``GridSearchCV`` and :func:`relreps.save` work.
 
 **Constant target features.** A feature that B's anchors never vary (all-MiniLM-L6-v2 has
-three dead dimensions, |value| < 1e-7 for every text) keeps its anchor value in the translation
-(``constant_features_``). A rotation cannot produce zero variance in a direction for unseen
-points: it would fill those features with ordinary values, and a head fitted on B that
-standardises its features (StandardScaler) divides them by a standard deviation of ~1e-33, so
-every prediction collapses to one class. This was the cause of orthogonal translation *into*
-MiniLM-L6 reading at chance; ``scripts/translation_repro.py`` reproduces it and
-``docs/translation.md`` gives the numbers. Zero-padding (A wider than B) is the same case: B's
-missing dimensions are constant zeros and are dropped.
+three dead dimensions, |value| < 1e-7 for every text; all-mpnet-base-v2 four) keeps its anchor
+value in the translation (``constant_features_``, threshold ``constant_rtol``). A rotation keeps
+norms: unseen vectors would put ordinary values in those features (when B has fewer live
+dimensions than A, or fewer anchors than dimensions leave the rotation undetermined), and a
+head fitted on B that standardises its features (StandardScaler) divides them by a standard
+deviation of ~1e-33, so every prediction collapses to one class. This was the cause of
+orthogonal translation *into* MiniLM-L6 reading at chance; ``scripts/translation_repro.py``
+reproduces it and ``docs/translation.md`` gives the numbers. Zero-padding (A wider than B)
+is the same case: B's missing dimensions are constant zeros and are dropped.
 """
 
 from __future__ import annotations
@@ -91,16 +92,17 @@ def _n_rows(v: Any) -> int | None:
         return None
 
 
-#: A feature of B whose anchor standard deviation is below this fraction of the RMS of B's
-#: per-feature standard deviations is constant (below float32 resolution for embeddings of
-#: comparable scale): its translated value is its anchor value.
-CONSTANT_FEATURE_RTOL = 1e-6
+#: Default `constant_rtol`: a feature of B whose anchor standard deviation is below this
+#: fraction of the RMS of B's per-feature standard deviations is constant (the dead units of
+#: all-MiniLM-L6-v2 and all-mpnet-base-v2 sit at 1e-31 to 7e-6 of it, float32 rounding noise;
+#: every live feature of the four text encoders here is above 0.3 of it).
+CONSTANT_FEATURE_RTOL = 1e-4
 
 
-def _constant_features(sb: np.ndarray) -> np.ndarray:
+def _constant_features(sb: np.ndarray, rtol: float) -> np.ndarray:
     std = sb.std(0)
     rms = float(np.sqrt(np.mean(np.square(std))))
-    return np.flatnonzero(std <= CONSTANT_FEATURE_RTOL * rms).astype(np.int64)
+    return np.flatnonzero(std <= rtol * rms).astype(np.int64)
 
 
 class LatentTranslator(ClassNamePrefixFeaturesOutMixin, RegressorMixin, TransformerMixin,
@@ -116,6 +118,9 @@ class LatentTranslator(ClassNamePrefixFeaturesOutMixin, RegressorMixin, Transfor
         B's scaling after translating.
     alpha : ridge penalty for ``"lstsq"``/``"affine"`` (0: plain minimum-norm least squares;
         the bias is never penalised); ignored by ``"orthogonal"``.
+    constant_rtol : B's features whose anchor standard deviation is at most this fraction of
+        the RMS of B's per-feature standard deviations are constant: translated vectors keep
+        them at their anchor value (see the module docstring). 0 turns this off.
 
     Attributes (after `fit`)
     ------------------------
@@ -126,16 +131,17 @@ class LatentTranslator(ClassNamePrefixFeaturesOutMixin, RegressorMixin, Transfor
     scale_a_, scale_b_ : anchor scales (without `std_scaling`: one common power of two, an
         exact rescaling that keeps the computation in range).
     constant_features_ : (m,) indices of B's features that are constant on the anchors
-        (std below :data:`CONSTANT_FEATURE_RTOL` times the typical feature's): translated
+        (std at most `constant_rtol` times the typical feature's): translated
         vectors keep them at their anchor value instead of mapping A's variation into them.
     n_features_in_, n_features_out_ : widths of A and B.
     """
 
     def __init__(self, method: Method = "orthogonal", std_scaling: bool = True,
-                 alpha: float = 0.0) -> None:
+                 alpha: float = 0.0, constant_rtol: float = CONSTANT_FEATURE_RTOL) -> None:
         self.method = method
         self.std_scaling = std_scaling
         self.alpha = alpha
+        self.constant_rtol = constant_rtol
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
@@ -156,6 +162,7 @@ class LatentTranslator(ClassNamePrefixFeaturesOutMixin, RegressorMixin, Transfor
         check_choice(self.method, "method", TRANSLATION_METHODS)
         check_bool(self.std_scaling, "std_scaling")
         check_float(self.alpha, "alpha", min_value=0.0)
+        check_float(self.constant_rtol, "constant_rtol", min_value=0.0, max_value=1.0)
 
     def fit(self, X: Array, Y: Array) -> LatentTranslator:
         """Estimate the map from parallel anchors: `X` (k, d_a) in A, `Y` (k, d_b) in B, row i
@@ -210,7 +217,8 @@ class LatentTranslator(ClassNamePrefixFeaturesOutMixin, RegressorMixin, Transfor
         # B's constant features (e.g. the three dead dimensions of all-MiniLM-L6-v2) stay at
         # their anchor value: a rotation would fill them with A's energy, and a head that
         # standardises B's features would multiply that by 1/std (1e33 for MiniLM-L6).
-        const = _constant_features(sb)
+        const = (_constant_features(sb, float(self.constant_rtol)) if self.constant_rtol > 0
+                 else np.zeros(0, dtype=np.int64))
         if const.size:
             matrix = matrix.copy()
             matrix[:, const] = 0.0
@@ -286,7 +294,8 @@ class LatentTranslator(ClassNamePrefixFeaturesOutMixin, RegressorMixin, Transfor
         """(config, arrays) for :func:`relreps.save`."""
         check_is_fitted(self, "matrix_")
         config = {"params": {"method": str(self.method), "std_scaling": bool(self.std_scaling),
-                             "alpha": float(self.alpha)},
+                             "alpha": float(self.alpha),
+                             "constant_rtol": float(self.constant_rtol)},
                   "n_features_in": int(self.n_features_in_),
                   "n_features_out": int(self.n_features_out_),
                   "y_1d": bool(self._y_1d),
