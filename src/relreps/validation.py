@@ -388,3 +388,24 @@ def check_same_rows(arrays: Mapping[str, Any]) -> int:
         desc = ", ".join(f"{k} has {s}" for k, s in sizes.items())
         raise ShapeError(f"row counts differ ({desc}); row i must be the same sample in all")
     return next(iter(sizes.values())) if sizes else 0
+
+
+def check_finite_block(x: Any, name: str, offset: int = 0) -> None:
+    """Raise NonFiniteError naming the rows (numbered from `offset`) of a numpy or torch block
+    that hold NaN or inf; for streamed inputs checked block by block. Meta tensors pass."""
+    if not is_torch(x):
+        check_finite_rows(np.asarray(x), name, offset=offset)
+        return
+    import torch
+
+    xd = x.detach()
+    if xd.is_meta or not xd.numel():
+        return
+    flat = xd.reshape(xd.shape[0], -1)
+    if bool(torch.isfinite(flat.sum(1)).all()):
+        return
+    bad = torch.nonzero(~torch.isfinite(flat).all(1)).flatten()
+    if bad.numel():
+        rows = ", ".join(str(int(i) + offset) for i in bad[:5])
+        raise NonFiniteError(f"{name} contains NaN or inf values (rows {rows}"
+                             f"{' ...' if bad.numel() > 5 else ''})")
