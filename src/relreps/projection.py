@@ -407,7 +407,8 @@ def _project_numpy(plan: _Plan, x: np.ndarray, step: int | None, out: np.ndarray
             src = x[s:s + step]
             r = _apply_block(plan, _as_tensor(np.asarray(src), np_dtype), base + s).numpy()
             if narrow:
-                r = r.astype(res.dtype)
+                with np.errstate(over="ignore"):  # checked on the next line
+                    r = r.astype(res.dtype)
                 bad = ~np.isfinite(r).all(1)
                 if bad.any():
                     raise NumericalError(f"out has dtype {res.dtype}, too narrow for the "
