@@ -511,8 +511,18 @@ def relative_projection(x: Array, anchors: Array, *, similarity: str | _sim.Simi
         similarity that returns NaN/inf for finite inputs.
     RelrepsError : zero vectors under cosine/angular, bad arguments (see :mod:`relreps.errors`).
     """
+    return _project(x, anchors, similarity=similarity, center=center, chunk_size=chunk_size,
+                    out=out, stacklevel=4)
+
+
+def _project(x: Any, anchors: Any, *, similarity: Any = "cosine", center: Any = None,
+             chunk_size: Any = None, out: Any = None, name: str = "x", warn: bool = True,
+             stacklevel: int = 3) -> Any:
+    """:func:`relative_projection` for relreps' own callers: the argument's name in messages,
+    and the collapse warning optional (callers that project many anchor chunks warn once)."""
     chunk_size = check_int(chunk_size, "chunk_size", min_value=1, allow_none=True)
-    plan, x, kind = _plan(x, anchors, similarity, center, name="x", warn=True, stacklevel=3)
+    plan, x, kind = _plan(x, anchors, similarity, center, name=name, warn=warn,
+                          stacklevel=stacklevel)
     return _run(plan, x, kind, chunk_size, out)
 
 
