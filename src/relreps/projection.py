@@ -109,11 +109,17 @@ def _zero_rows(vc: torch.Tensor, mu: torch.Tensor | None) -> torch.Tensor:
     """Rows without a direction: exactly zero, or (after centring on `mu`) within the rounding
     noise of the centre (norm <= 64 eps |mu|). Range-safe; NaN rows are not flagged."""
     vd = vc.detach()
-    if mu is None:
+    md = None if mu is None else mu.detach()
+    if md is None or not bool((md != 0).any()):
         return (vd == 0).all(1)
-    md = mu.detach()
-    s = pow2_global_scale(md)  # 1 when mu == 0: then only exact zeros are flagged
-    ref = 64 * torch.finfo(vd.dtype).eps * safe_row_norms(md / s).reshape(())
+    fi = torch.finfo(vd.dtype)
+    mn = float(torch.linalg.vector_norm(md))
+    if math.isfinite(mn) and mn >= math.sqrt(fi.tiny) / fi.eps:
+        # In the dtype, no copy: a norm that overflows is not noise, one that underflows is
+        # far below the threshold anyway.
+        return torch.linalg.vector_norm(vd, dim=1) <= 64 * fi.eps * mn
+    s = pow2_global_scale(md)
+    ref = 64 * fi.eps * safe_row_norms(md / s).reshape(())
     return safe_row_norms(vd / s).squeeze(1) <= ref
 
 
