@@ -265,3 +265,15 @@ def test_any_bad_argument_raises_a_relreps_error_never_a_raw_one(arg, value, kin
     assert r.shape[0] == len(kwargs.get("out") if kwargs.get("out") is not None else
                              (value if arg == "x" else x))
     assert np.isfinite(np.asarray(r.detach() if isinstance(r, torch.Tensor) else r)).all()
+
+
+def test_read_only_input_is_shared_with_builtins_and_copied_for_user_code(registry, tmp_path):
+    x, a = _data(50)
+    np.save(tmp_path / "x.npy", x)
+    xm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    np.testing.assert_allclose(relative_projection(xm, a), relative_projection(x, a), rtol=1e-12)
+    # A careless user similarity that writes to its input must not crash on read-only memory.
+    registry.register("scribbles", lambda x, a: x.mul_(2.0) @ a.T, invariances=())
+    got = relative_projection(xm, a, similarity="scribbles", chunk_size=16)
+    np.testing.assert_allclose(got, 2 * x @ a.T, rtol=1e-12)
+    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), x)

@@ -337,11 +337,13 @@ def _default_step(plan: _Plan) -> int:
     return max(1, BLOCK_ELEMENTS // max(plan.k, plan.d, 1))
 
 
-def _as_tensor(block: np.ndarray, np_dtype: np.dtype) -> torch.Tensor:
-    """The block as a CPU tensor, sharing memory when its dtype and layout allow (read-only
-    arrays included: nothing writes to it)."""
-    if block.dtype != np_dtype or not (block.flags.c_contiguous or block.flags.f_contiguous):
-        block = np.ascontiguousarray(block, dtype=np_dtype)
+def _as_tensor(block: np.ndarray, np_dtype: np.dtype, trusted: bool = True) -> torch.Tensor:
+    """The block as a CPU tensor, sharing memory when its dtype and layout allow. Read-only
+    memory (``np.load(mmap_mode="r")``) is shared only with the built-ins (`trusted`), which never
+    write to their input; a user similarity gets a copy (writing to it would crash)."""
+    if block.dtype != np_dtype or not (block.flags.c_contiguous or block.flags.f_contiguous) \
+            or not (trusted or block.flags.writeable):
+        block = np.array(block, dtype=np_dtype, order="C")
     if block.flags.writeable:
         return torch.from_numpy(block)
     try:  # DLPack shares read-only memory (np.load(mmap_mode="r")) without torch's warning
@@ -405,13 +407,15 @@ def _project_numpy(plan: _Plan, x: np.ndarray, step: int | None, out: np.ndarray
         if n == 0:
             return np.empty((0, plan.k), dtype=np_dtype)
         with torch.no_grad():  # one block: the result tensor's memory is returned, no copy
-            return _apply_block(plan, _as_tensor(x, np_dtype), base).numpy()
+            return _apply_block(plan, _as_tensor(x, np_dtype, plan.sim.self_checking),
+                                base).numpy()
     res = np.empty((n, plan.k), dtype=np_dtype) if out is None else out
     narrow = res.dtype.itemsize < np_dtype.itemsize
     with torch.no_grad():
         for s in range(0, n, step):
             src = x[s:s + step]
-            r = _apply_block(plan, _as_tensor(np.asarray(src), np_dtype), base + s).numpy()
+            r = _apply_block(plan, _as_tensor(np.asarray(src), np_dtype,
+                                              plan.sim.self_checking), base + s).numpy()
             if narrow:
                 with np.errstate(over="ignore"):  # checked on the next line
                     r = r.astype(res.dtype)
