@@ -141,3 +141,13 @@ def test_with_worker_processes():
                                                         a.astype(np.float32),
                                                         similarity="euclidean", center="auto"),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_lazy_result_does_not_see_later_changes_to_the_inputs():
+    x, a = _data()
+    centre = a.mean(0)
+    out = relative_projection(da.from_array(x, chunks=50), a, center=centre)
+    want = relative_projection(x, a, center=centre)
+    a[:] = 0.0
+    centre[:] = 1e6
+    np.testing.assert_allclose(out.compute(scheduler="sync"), want, rtol=1e-12)

@@ -24,7 +24,12 @@ from relreps import similarity as _sim
 from relreps._backend import Array, to_numpy
 from relreps._numerics import pow2_global_scale, safe_row_norms
 from relreps._sklearn import check_is_fitted, validate_data
-from relreps.centering import CenterDecision, resolve_center, warn_if_collapsing
+from relreps.centering import (
+    COLLAPSE_THRESHOLD,
+    CenterDecision,
+    resolve_center,
+    warn_if_collapsing,
+)
 from relreps.errors import (
     AnchorError,
     FormatError,
@@ -177,6 +182,17 @@ def _decide_center(center: Any, a_t: torch.Tensor, sim: _sim.Similarity, *, warn
     return CenterDecision("vector", "vector", reason="centred on the given vector"), mu
 
 
+def _may_collapse(sim: _sim.Similarity, state: Any) -> bool:
+    """False when the prepared unit anchors of the built-in cosine/angular are clearly isotropic
+    (their mean pairwise cosine, from the mean unit vector, well below the warning threshold):
+    saves the full measurement on every call of a batch loop."""
+    if not sim.self_checking or len(state) < 2:
+        return True
+    k = len(state)
+    m = state.detach().mean(0)
+    return (k * float(m @ m) - 1.0) / (k - 1) > COLLAPSE_THRESHOLD - 0.01
+
+
 def _plan(x: Any, anchors: Any, similarity: Any, center: Any, *, name: str, warn: bool,
           stacklevel: int = 3) -> tuple[_Plan, Any, str]:
     """Validate everything but x's values (checked block by block) and prepare the anchors."""
@@ -210,10 +226,14 @@ def _plan(x: Any, anchors: Any, similarity: Any, center: Any, *, name: str, warn
         training = torch.is_grad_enabled() and (x.requires_grad or a_t.requires_grad)
     else:
         np_dtype = np.result_type(x.dtype, anchors.dtype)
-        a_t = torch.from_numpy(np.array(anchors, dtype=np_dtype, order="C"))
+        if kind == "dask":  # the result is lazy: later changes to the caller's arrays must
+            a_t = torch.from_numpy(np.array(anchors, dtype=np_dtype, order="C"))  # not reach it
+            center = center.copy() if isinstance(center, np.ndarray) else center
+        else:
+            a_t = _as_tensor(np.asarray(anchors), np_dtype, sim.self_checking)
         dtype = a_t.dtype
         training = False
-    decision, mu = _decide_center(center, a_t, sim, warn=warn, training=training,
+    decision, mu = _decide_center(center, a_t, sim, warn=False, training=training,
                                   stacklevel=stacklevel + 1)
     known = not a_t.is_meta
     scale, out_e = None, 0
@@ -238,6 +258,9 @@ def _plan(x: Any, anchors: Any, similarity: Any, center: Any, *, name: str, warn
                               f"{_rows_text(torch.nonzero(zero), 0)}: {sim.name} similarity is "
                               "undefined for them")
     state = sim.prepare(a_t)
+    if warn and decision.center is None and center != "auto" and known and not training \
+            and sim.name in ("cosine", "angular") and _may_collapse(sim, state):
+        warn_if_collapsing(a_t.detach(), None, sim.name, stacklevel=stacklevel + 1)
     graph = a_t.requires_grad or (mu is not None and mu.requires_grad)
     return _Plan(sim, dtype, mu, scale, out_e, state, n_anchors, d, name, decision, graph), x, kind
 
