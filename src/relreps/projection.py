@@ -228,7 +228,8 @@ def _plan(x: Any, anchors: Any, similarity: Any, center: Any, *, name: str, warn
         np_dtype = np.result_type(x.dtype, anchors.dtype)
         if kind == "dask":  # the result is lazy: later changes to the caller's arrays must
             a_t = torch.from_numpy(np.array(anchors, dtype=np_dtype, order="C"))  # not reach it
-            center = center.copy() if isinstance(center, np.ndarray) else center
+            center = center.copy() if isinstance(center, np.ndarray) else \
+                center.detach().clone() if is_torch(center) else center
         else:
             a_t = _as_tensor(np.asarray(anchors), np_dtype, sim.self_checking)
         dtype = a_t.dtype
