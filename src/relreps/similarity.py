@@ -417,9 +417,10 @@ def _split_rows(x: torch.Tensor, st: _Frame) -> torch.Tensor | None:
         raise BadRows(~torch.isfinite(m))
     if st.zero:
         return torch.ones_like(norms, dtype=torch.bool)
-    # An overflowed norm is bounded by max|x_i| sqrt(d) (in float64, which cannot overflow here).
-    z = torch.where(torch.isfinite(norms), norms.double(), m.double() * math.sqrt(x.shape[1]))
-    return z > st.limit
+    # An overflowed norm is at most max|x_i| sqrt(d): compare max|x_i| with limit / sqrt(d)
+    # (a limit beyond the dtype's range becomes inf: no row exceeds it).
+    return torch.where(torch.isfinite(norms), norms > st.limit,
+                       m > st.limit / math.sqrt(x.shape[1]))
 
 
 def _p_distance(p: float, centre: bool) -> Callable[[torch.Tensor, _Frame], torch.Tensor]:
