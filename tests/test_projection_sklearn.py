@@ -246,18 +246,25 @@ def _load(path):
     return RelativeProjection._relreps_from_state(meta["config"], arrays)
 
 
-@pytest.mark.parametrize("params", [
+PERSISTED = [
     dict(n_anchors=9, random_state=3),
     dict(n_anchors=9, random_state=3, center="auto", similarity="rbf"),
     dict(anchors=np.random.default_rng(5).normal(size=(4, 6)), center=np.arange(6.0),
          similarity="euclidean", chunk_size=5),
-])
-def test_persistence_round_trip_is_bit_identical_in_a_fresh_process(tmp_path, params):
+]
+
+
+def _fitted(params):
     pd = pytest.importorskip("pandas")
     X = pd.DataFrame(_anisotropic(60, 6), columns=list("abcdef"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AnisotropyWarning)
-        rp = RelativeProjection(**params).fit(X)
+        return RelativeProjection(**params).fit(X), X
+
+
+@pytest.mark.parametrize("params", PERSISTED)
+def test_persistence_round_trip_keeps_params_state_and_outputs(tmp_path, params):
+    rp, X = _fitted(params)
     path = tmp_path / "rp.safetensors"
     _save(rp, path)
     loaded = _load(path)
@@ -269,19 +276,28 @@ def test_persistence_round_trip_is_bit_identical_in_a_fresh_process(tmp_path, pa
             assert loaded.get_params()[k] == v, k
     assert list(loaded.feature_names_in_) == list("abcdef")
     assert loaded.center_decision_.to_dict() == rp.center_decision_.to_dict()
-    expected = rp.transform(X)
-    np.testing.assert_array_equal(loaded.transform(X), expected)
-    np.save(tmp_path / "x.npy", X.to_numpy())
-    x_path, out_path = str(tmp_path / "x.npy"), str(tmp_path / "out.npy")
+    np.testing.assert_array_equal(loaded.transform(X), rp.transform(X))
+
+
+def test_persistence_is_bit_identical_in_a_fresh_process(tmp_path):
+    models = [_fitted(p) for p in PERSISTED]
+    X = models[0][1].to_numpy()
+    np.save(tmp_path / "x.npy", X)
+    paths = []
+    for i, (rp, _) in enumerate(models):
+        paths.append(str(tmp_path / f"rp{i}.safetensors"))
+        _save(rp, paths[-1])
     code = (
-        "import sys, numpy as np\n"
+        "import sys, numpy as np, pandas as pd\n"
         f"sys.path.insert(0, {str(__file__.rsplit('/', 1)[0])!r})\n"
         "from test_projection_sklearn import _load\n"
-        f"rp = _load({str(path)!r})\n"
-        f"np.save({out_path!r}, rp.transform(np.load({x_path!r})))\n"
+        f"x = pd.DataFrame(np.load({str(tmp_path / 'x.npy')!r}), columns=list('abcdef'))\n"
+        f"for i, p in enumerate({paths!r}):\n"
+        f"    np.save(p + '.out.npy', _load(p).transform(x))\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
-    np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+    for (rp, frame), p in zip(models, paths):
+        np.testing.assert_array_equal(np.load(p + ".out.npy"), rp.transform(frame))
 
 
 def test_persistence_state_is_validated():
