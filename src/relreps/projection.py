@@ -317,12 +317,20 @@ def _check_result(plan: _Plan, r: Any, block: torch.Tensor, xc: torch.Tensor,
                              "floating-point tensor")
     r = r.to(plan.dtype)
     if not plan.sim.self_checking and not r.is_meta and n:
-        rd = r.detach()
-        if not bool(torch.isfinite(rd.sum())):  # a finite total means every value is finite
-            bad = ~torch.isfinite(rd).all(1)
-            if bool(bad.any()):
-                _diagnose(plan, block, xc, bad, offset)
+        bad = _nonfinite_rows(r)
+        if bad is not None:
+            _diagnose(plan, block, xc, bad, offset)
     return r
+
+
+def _nonfinite_rows(t: torch.Tensor) -> torch.Tensor | None:
+    """Mask of the rows holding NaN or inf, None when there are none (one reduction when all are
+    finite: a finite total proves it; an overflowing total of finite values is checked)."""
+    td = t.detach()
+    if bool(torch.isfinite(td.sum())):
+        return None
+    bad = ~torch.isfinite(td).all(1)
+    return bad if bool(bad.any()) else None
 
 
 def _apply_block(plan: _Plan, block: torch.Tensor, offset: int) -> torch.Tensor:
@@ -334,10 +342,9 @@ def _apply_block(plan: _Plan, block: torch.Tensor, offset: int) -> torch.Tensor:
         xc = block - plan.mu
     else:
         xc = torch.addcdiv(-plan.mu, block, plan.scale)  # (block - centre) / s in one pass
-    if known and not plan.sim.self_checking:
-        bad = ~torch.isfinite(xc.detach()).all(1) if not bool(
-            torch.isfinite(xc.detach().sum())) else None
-        if bad is not None and bool(bad.any()):
+    if known and not plan.sim.self_checking and len(block):
+        bad = _nonfinite_rows(xc)  # a user similarity never sees NaN or inf
+        if bad is not None:
             _diagnose(plan, block, xc, bad, offset)
     if known and plan.mu is not None and plan.sim.needs_nonzero:
         zero = _zero_rows(xc, plan.mu)
