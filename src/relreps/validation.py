@@ -39,7 +39,8 @@ from relreps.errors import (
     ShapeError,
 )
 
-__all__ = ["is_torch", "is_dask", "array_kind", "check_array", "check_finite_rows", "check_int",
+__all__ = ["is_torch", "is_dask", "array_kind", "check_array", "check_finite_rows",
+           "check_finite_block", "check_same_device", "check_int",
            "check_float", "check_bool", "check_choice", "check_random_state", "check_indices",
            "check_labels", "check_same_rows", "check_callable", "check_same_device"]
 
@@ -125,7 +126,7 @@ def check_array(x: Any, name: str, *, ndim: int = 2, finite: bool = True, min_ro
         for s in range(0, x.shape[0], step):  # bounded memory for memory-mapped arrays
             check_finite_rows(x[s:s + step], name, offset=s)
     if finite and kind == "torch" and x.numel():
-        _check_finite_torch(x, name)
+        check_finite_block(x, name)
     return x
 
 
@@ -193,23 +194,6 @@ def _check_dask(x: Any, name: str) -> Any:
     elif x.dtype == np.float16:
         x = x.astype(np.float32)
     return x
-
-
-def _check_finite_torch(x: Any, name: str) -> None:
-    import torch
-
-    xd = x.detach()
-    if xd.is_meta:  # shape-only tensors have no values to check
-        return
-    if bool(torch.isfinite(xd.sum(dim=tuple(range(1, xd.ndim))) if xd.ndim > 1
-                           else xd).all()):
-        return
-    flat = xd.reshape(xd.shape[0], -1) if xd.ndim > 1 else xd.reshape(-1, 1)
-    bad = torch.nonzero(~torch.isfinite(flat).all(1)).flatten()
-    if bad.numel():
-        rows = ", ".join(str(int(i)) for i in bad[:5])
-        more = " ..." if bad.numel() > 5 else ""
-        raise NonFiniteError(f"{name} contains NaN or inf values (rows {rows}{more})")
 
 
 def check_finite_rows(arr: np.ndarray, name: str, offset: int = 0) -> None:
@@ -405,3 +389,24 @@ def check_same_device(arrays: Mapping[str, Any]) -> str:
         raise InputTypeError(f"inputs live on different devices ({desc}); move them to one "
                              "device first")
     return next(iter(devices.values()), "cpu")
+
+
+def check_finite_block(x: Any, name: str, offset: int = 0) -> None:
+    """Raise NonFiniteError naming the rows (numbered from `offset`) of a numpy or torch block
+    that hold NaN or inf; for streamed inputs checked block by block. Meta tensors pass."""
+    if not is_torch(x):
+        check_finite_rows(np.asarray(x), name, offset=offset)
+        return
+    import torch
+
+    xd = x.detach()
+    if xd.is_meta or not xd.numel():
+        return
+    flat = xd.reshape(xd.shape[0], -1)
+    if bool(torch.isfinite(flat.sum(1)).all()):
+        return
+    bad = torch.nonzero(~torch.isfinite(flat).all(1)).flatten()
+    if bad.numel():
+        rows = ", ".join(str(int(i) + offset) for i in bad[:5])
+        raise NonFiniteError(f"{name} contains NaN or inf values (rows {rows}"
+                             f"{' ...' if bad.numel() > 5 else ''})")
