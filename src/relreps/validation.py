@@ -42,7 +42,7 @@ from relreps.errors import (
 __all__ = ["is_torch", "is_dask", "array_kind", "check_array", "check_finite_rows",
            "check_finite_block", "check_same_device", "check_int",
            "check_float", "check_bool", "check_choice", "check_random_state", "check_indices",
-           "check_labels", "check_same_rows", "check_callable", "check_same_device"]
+           "check_labels", "check_same_rows", "check_callable"]
 
 
 # ------------------------------------------------------------------------------- array kinds
