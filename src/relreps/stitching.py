@@ -420,9 +420,10 @@ class StitchingResult:
         """Distinct seeds that were fitted (1 when deterministic heads met fixed anchors)."""
         return len({r["seed"] for r in self.rows})
 
-    def summary(self, metric: str | None = None) -> dict[str, Any]:
-        """Stitched vs non-stitched score (fractions): mean and std over seeds of the mean over
-        cells, their ratio, and the number of replicates (std is NaN with one replicate)."""
+    def summary(self, metric: str | None = None) -> dict[str, float]:
+        """Stitched vs non-stitched `metric` as fractions in [0, 1] (like :meth:`to_markdown`):
+        ``{non_stitched,stitched}_{mean,std}`` over seeds of the mean over cells, ``ratio``
+        (stitched / non-stitched) and ``n_replicates`` (std is NaN with a single replicate)."""
         metric = self._metric(metric)
         out: dict[str, Any] = {}
         for flag, label in ((False, "non_stitched"), (True, "stitched")):
@@ -436,8 +437,6 @@ class StitchingResult:
         out["ratio"] = (out["stitched_mean"] / out["non_stitched_mean"]
                         if out["non_stitched_mean"] else float("nan"))
         out["n_replicates"] = self.n_replicates
-        out["metric"] = metric
-        out["unit"] = "fraction"
         return out
 
     def to_markdown(self, metric: str | None = None, *, percent: bool = False,
@@ -638,6 +637,15 @@ def _index_rows(data: Mapping[str, tuple[np.ndarray | None, np.ndarray]], s: str
     try:
         idx = check_indices(idx, "anchors", n=len(train), unique=True)
     except RelrepsError as e:
+        try:
+            arr = None if isinstance(idx, (str, bytes)) else np.asarray(to_numpy(idx))
+        except (TypeError, ValueError):
+            arr = None
+        if arr is not None and arr.dtype.kind in "iu" and arr.size:
+            bad = arr[(arr < 0) | (arr >= len(train))]
+            if bad.size:
+                raise AnchorError(f"anchor index {bad.flat[0]} out of range for space {s!r} "
+                                  f"with {len(train)} train rows") from None
         raise AnchorError(f"{e} (space {s!r} has {len(train)} train rows); anchors must be an "
                           "index array into the train rows, a mapping space -> anchor "
                           "embeddings or an AnchorSet") from None
