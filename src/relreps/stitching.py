@@ -57,11 +57,14 @@ from relreps.validation import (
     check_array,
     check_callable,
     check_choice,
+    check_choices,
     check_float,
     check_indices,
     check_int,
     check_labels,
     check_random_state,
+    check_seeds,
+    check_texts,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -518,47 +521,6 @@ class StitchingResult:
 # ---------------------------------------------------------------------------------- matrix
 
 
-def _check_names(values: Any, name: str, known: Sequence[str]) -> list[str]:
-    if isinstance(values, str):
-        values = [values]
-    if not isinstance(values, Sequence | np.ndarray):
-        raise InputTypeError(f"{name} must be a sequence of space names, got {values!r}")
-    values = list(values)
-    unknown = [v for v in values if v not in known]
-    if unknown:
-        raise RelrepsError(f"{name} {unknown} are not among the spaces {list(known)}")
-    if not values:
-        raise RelrepsError(f"{name} is empty")
-    return list(dict.fromkeys(values))
-
-
-def _check_metrics(metrics: Any) -> tuple[str, ...]:
-    if isinstance(metrics, str):
-        metrics = (metrics,)
-    if not isinstance(metrics, Sequence | np.ndarray):
-        raise InputTypeError(f"metrics must be a sequence of metric names, got {metrics!r}")
-    metrics = tuple(metrics)
-    if not metrics:
-        raise OptionError(f"metrics is empty; give at least one of {', '.join(METRICS)}")
-    for m in metrics:
-        if not (isinstance(m, str) and m in METRICS):
-            raise OptionError(f"unknown metric {m!r}; use one of {', '.join(METRICS)}")
-    return tuple(dict.fromkeys(metrics))
-
-
-def _check_seeds(seeds: Any) -> tuple[int, ...]:
-    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, bool):
-        seeds = (seeds,)
-    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, Sequence | np.ndarray | range):
-        raise InputTypeError(f"seeds must be a sequence of non-negative integers, got {seeds!r}")
-    out = tuple(check_int(s, f"seeds[{i}]", min_value=0) for i, s in enumerate(seeds))
-    if not out:
-        raise RelrepsError("seeds is empty; give at least one seed")
-    if len(set(out)) != len(out):
-        raise RelrepsError(f"seeds repeats a value ({list(out)}); each seed is one replicate")
-    return out
-
-
 def _check_center(center: Any) -> Any:
     if not (center is None or isinstance(center, str)):
         raise InputTypeError(f"center must be None, 'none', 'anchors' or 'auto', got {center!r} "
@@ -719,8 +681,8 @@ def stitching_matrix(spaces: Mapping[str, tuple[Array | None, Array]], y_train: 
         if len(data[s][1]) != len(y_tests[s]):
             raise ShapeError(f"space {s!r} has {len(data[s][1])} test rows for "
                              f"{len(y_tests[s])} labels")
-    metrics = _check_metrics(metrics)
-    seeds = _check_seeds(seeds)
+    metrics = check_choices(metrics, "metrics", METRICS)
+    seeds = check_seeds(seeds)
     check_head(head)
     similarity = _check_similarity(similarity)
     center = _check_center(center)
@@ -728,7 +690,7 @@ def stitching_matrix(spaces: Mapping[str, tuple[Array | None, Array]], y_train: 
     if fit_spaces is None:
         fits = with_train
     else:
-        fits = _check_names(fit_spaces, "fit_spaces", names)
+        fits = list(check_choices(fit_spaces, "fit_spaces", names))
         no_train = [s for s in fits if data[s][0] is None]
         if no_train:
             raise RelrepsError(f"fit_spaces {no_train} have no train rows to fit a head on")
@@ -833,8 +795,8 @@ def _anchor_sampler(data: Mapping[str, tuple[np.ndarray | None, np.ndarray]], y:
                           "rows cannot be found in them; give anchors as a mapping instead")
     n_train = len(y)
     n = check_int(n_anchors, "n_anchors", min_value=1, max_value=n_train)
-    src = fits[0] if anchor_space is None else _check_names(anchor_space, "anchor_space",
-                                                             list(data))[0]
+    src = fits[0] if anchor_space is None else check_choice(anchor_space, "anchor_space",
+                                                             list(data))
     x = data[src][0]
 
     def draw(seed: int) -> np.ndarray:
@@ -1061,10 +1023,11 @@ class StitchedClassifier(ClassifierMixin, BaseEstimator):
             :class:`relreps.encoders.Encoder`), or a callable ``texts -> (n, d)``. The anchor
             texts are kept with the model, so any other encoder can embed them at predict time.
         """
-        texts = _check_texts(texts, "texts")
-        anchor_texts = _check_texts(anchor_texts, "anchor_texts")
-        if len(set(anchor_texts)) != len(anchor_texts):
-            raise AnchorError("anchor_texts repeats a text; each anchor must be a distinct text")
+        texts = check_texts(texts, "texts")
+        try:
+            anchor_texts = check_texts(anchor_texts, "anchor_texts", unique=True)
+        except RelrepsError as e:
+            raise AnchorError(str(e)) from None
         enc, name = _resolve_encoder(encoder)
         X = _embed(enc, texts, "texts")
         A = _embed(enc, anchor_texts, "anchor_texts")
@@ -1082,7 +1045,7 @@ class StitchedClassifier(ClassifierMixin, BaseEstimator):
                                    "not a name it could load again")
             encoder = self.encoder_
         enc, _ = _resolve_encoder(encoder)
-        texts = _check_texts(texts, "texts")
+        texts = check_texts(texts, "texts")
         return _embed(enc, texts, "texts"), _embed(enc, self.anchor_texts_, "anchor_texts_")
 
     def predict_texts(self, texts: Sequence[str], *, encoder: Any = None) -> np.ndarray:
@@ -1173,7 +1136,7 @@ class StitchedClassifier(ClassifierMixin, BaseEstimator):
         ids = config.get("anchor_ids")
         model.anchor_ids_ = None if ids is None else _check_ids(ids, k)
         texts = config.get("anchor_texts")
-        model.anchor_texts_ = None if texts is None else _check_texts(texts, "anchor_texts")
+        model.anchor_texts_ = None if texts is None else check_texts(texts, "anchor_texts")
         if model.anchor_texts_ is not None and len(model.anchor_texts_) != k:
             raise FormatError(f"{len(model.anchor_texts_)} anchor texts for {k} anchors")
         enc = config.get("encoder")
@@ -1237,20 +1200,6 @@ def _target_anchors(targets: Any, k: int) -> dict[str, np.ndarray]:
             raise AnchorError(f"target_anchor_embeddings[{name!r}] has {len(a)} rows for {k} "
                               "anchors")
         out[str(name)] = a
-    return out
-
-
-def _check_texts(texts: Any, name: str) -> list[str]:
-    if isinstance(texts, (str, bytes)):
-        raise InputTypeError(f"{name} must be a sequence of texts, got a single string")
-    if not isinstance(texts, Sequence | np.ndarray):
-        raise InputTypeError(f"{name} must be a sequence of texts, got {type(texts).__name__}")
-    out = list(texts)
-    bad = [i for i, t in enumerate(out) if not isinstance(t, str)]
-    if bad:
-        raise InputTypeError(f"{name}[{bad[0]}] is {type(out[bad[0]]).__name__}, not a string")
-    if not out:
-        raise ShapeError(f"{name} is empty")
     return out
 
 
