@@ -65,6 +65,9 @@ def test_round_trip_is_bit_identical(head, data, tmp_path):
     np.testing.assert_array_equal(back.anchor_embeddings_, m.anchor_embeddings_)
     assert back.anchor_embeddings_.dtype == np.float32
     np.testing.assert_array_equal(back.classes_, m.classes_)
+    last, back_last = getattr(m.head_, "steps", [[None, m.head_]])[-1][1], \
+        getattr(back.head_, "steps", [[None, back.head_]])[-1][1]
+    assert type(back_last) is type(last) and back_last.get_params() == last.get_params()
     a, b = _outputs(m, xt), _outputs(back, xt)
     for k in a:
         assert a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes(), k

@@ -223,11 +223,11 @@ def head_state(head: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
                   "scaler.var": scaler.var_}
         cfg: dict[str, Any] = {"n_samples_seen": int(np.max(scaler.n_samples_seen_))}
         if type(final) is CVLogisticRegression:
-            cfg.update(kind="logreg-cv", params={
-                "Cs": None if final.Cs is None else [float(c) for c in final.Cs],
-                "cv": int(final.cv), "scoring": final.scoring, "rule": final.rule,
-                "max_iter": int(final.max_iter), "random_state": final.random_state},
-                C=float(final.C_), n_folds=int(final.n_folds_))
+            params = final.get_params()
+            params["Cs"] = None if final.Cs is None else [float(c) for c in final.Cs]
+            cfg.update(kind="logreg-cv", params={k: v if k == "Cs" else _json_scalar(v)
+                                                 for k, v in params.items()},
+                       C=float(final.C_), n_folds=int(final.n_folds_))
             arrays.update({"cv.Cs": final.Cs_, "cv.scores": final.cv_scores_,
                            "cv.std": final.cv_std_})
             lr = final.estimator_
@@ -566,9 +566,12 @@ def _logreg_from_state(config: dict[str, Any], arrays: dict[str, np.ndarray], ki
     final: Any = lr
     if kind == "logreg-cv":
         p = expect(config, "params", dict)
-        final = CVLogisticRegression(**{k: p.get(k) for k in ("Cs", "cv", "scoring", "rule",
-                                                               "max_iter", "random_state")})
-        cs = final._grid()
+        names = CVLogisticRegression().get_params()
+        if set(p) != set(names):
+            raise FormatError(f"CVLogisticRegression parameters {sorted(p)}; expected "
+                              f"{sorted(names)}")
+        final = CVLogisticRegression(**p)
+        cs = final._check_params()[0]
         final.Cs_ = _array(arrays, "cv.Cs", (len(cs),))
         final.cv_scores_ = _array_nan_ok(arrays, "cv.scores", (len(cs),))
         final.cv_std_ = _array_nan_ok(arrays, "cv.std", (len(cs),))

@@ -149,10 +149,8 @@ class CVLogisticRegression(ClassifierMixin, BaseEstimator):
             raise RelrepsError("Cs must hold at least one value of C")
         return np.unique(np.asarray(cs, dtype=np.float64))
 
-    def fit(self, X: Any, y: Any) -> CVLogisticRegression:
-        """Choose C by cross-validation on (X, y), then fit on all of it with that C."""
-        from sklearn.linear_model import LogisticRegression
-
+    def _check_params(self) -> tuple[np.ndarray, int, int | None, int, float, int | None]:
+        """The validated parameters: (grid, folds, patience, max_iter, tol, seed)."""
         cs = self._grid()
         n_splits = check_int(self.cv, "cv", min_value=2)
         check_choice(self.scoring, "scoring", ("accuracy", "neg_log_loss"))
@@ -161,6 +159,13 @@ class CVLogisticRegression(ClassifierMixin, BaseEstimator):
         max_iter = check_int(self.max_iter, "max_iter", min_value=1)
         tol = check_float(self.tol, "tol", min_value=0.0, min_inclusive=False)
         seed = check_int(self.random_state, "random_state", min_value=0, allow_none=True)
+        return cs, n_splits, patience, max_iter, tol, seed
+
+    def fit(self, X: Any, y: Any) -> CVLogisticRegression:
+        """Choose C by cross-validation on (X, y), then fit on all of it with that C."""
+        from sklearn.linear_model import LogisticRegression
+
+        cs, n_splits, patience, max_iter, tol, seed = self._check_params()
         X, y = validate_data(self, X, y, reset=True)
         y = _classification_targets(y)
         classes, counts = np.unique(y, return_counts=True)
