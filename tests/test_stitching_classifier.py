@@ -260,3 +260,8 @@ def test_texts_with_named_encoders():
     assert m.encoder_ == "minilm-l6"
     assert m.score_texts(texts, y) > 0.9  # its own encoder by default
     assert m.score_texts(texts, y, encoder="minilm-l3") > 0.6
+    # A local sentence-transformers folder, by its path: the same model as "minilm-l6".
+    from relreps.encoders.text import minilm_l6_model_dir
+
+    folder = minilm_l6_model_dir()
+    np.testing.assert_array_equal(m.predict_texts(texts, encoder=folder), m.predict_texts(texts))

@@ -1024,7 +1024,8 @@ class StitchedClassifier(ClassifierMixin, BaseEstimator):
         """Fit from raw texts: embed `texts` and `anchor_texts` with `encoder` and fit.
 
         encoder : a name for :func:`relreps.encoders.load_text_encoder` (built-in names,
-            ``"hf:<local folder>"``), an object with ``encode(texts) -> (n, d)`` array (any
+            ``"hf:<local folder>"``), the path of a local sentence-transformers folder, an
+            object with ``encode(texts) -> (n, d)`` array (any
             :class:`relreps.encoders.Encoder`), or a callable ``texts -> (n, d)``. The anchor
             texts are kept with the model, so any other encoder can embed them at predict time.
         """
@@ -1209,10 +1210,23 @@ def _target_anchors(targets: Any, k: int) -> dict[str, np.ndarray]:
 
 
 def _resolve_encoder(encoder: Any) -> tuple[Any, str | None]:
+    import os
+
+    if isinstance(encoder, os.PathLike):
+        encoder = os.fspath(encoder)
     if isinstance(encoder, str):
         from relreps.encoders import load_text_encoder
+        from relreps.errors import DataNotFoundError
 
-        return load_text_encoder(encoder), encoder
+        try:
+            return load_text_encoder(encoder), encoder
+        except DataNotFoundError:
+            if not (Path(encoder) / "modules.json").is_file():
+                raise
+        # A local sentence-transformers folder given by its path.
+        from relreps.encoders.text import SentenceTransformerEncoder
+
+        return SentenceTransformerEncoder(encoder), encoder
     if encoder is None:
         raise InputTypeError("encoder is required (a name, an object with .encode, or a "
                              "callable texts -> embeddings)")
