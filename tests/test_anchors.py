@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relreps import anchors as A
-from relreps.errors import AnchorError, RelrepsError
+from relreps.centering import AnisotropyWarning
+from relreps.errors import AnchorError, InputTypeError, OptionError, RelrepsError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -80,7 +83,7 @@ def test_stratified_errors():
         A.sample_anchors(x, 8, "stratified")
     with pytest.raises(AnchorError, match="asked for 3 anchors but there are 4 classes"):
         A.sample_anchors(x, 3, "stratified", y=y)
-    with pytest.raises(RelrepsError, match="y has 19 labels but x has 20 rows"):
+    with pytest.raises(RelrepsError, match="y has 19 labels for 20 samples"):
         A.sample_anchors(x, 8, "stratified", y=y[:-1])
     # torch labels are accepted
     idx = A.sample_anchors(x, 8, "stratified", y=torch.tensor(y), random_state=0)
@@ -139,14 +142,20 @@ def test_sampler_count_errors(method):
     x, y = _blobs(per=3, centers=2)
     with pytest.raises(AnchorError, match="asked for 7 anchors but only 6 samples"):
         A.sample_anchors(x, 7, method, y=y)
-    for bad in (0, -1, 2.5):
+    for bad in (0, -1):
         with pytest.raises(AnchorError, match="positive integer"):
+            A.sample_anchors(x, bad, method, y=y)
+    for bad in (2.5, 2.0, True, "3", None):  # neither fractions nor booleans are counts
+        with pytest.raises(InputTypeError, match="n must be an integer"):
             A.sample_anchors(x, bad, method, y=y)
 
 
 def test_unknown_sampler_and_bad_input():
-    with pytest.raises(RelrepsError, match="unknown anchor sampler 'random'"):
+    with pytest.raises(RelrepsError,
+                       match="unknown anchor sampler 'random': method must be one of 'uniform'"):
         A.sample_anchors(np.ones((4, 2)), 2, "random")
+    with pytest.raises(OptionError, match="'uniform' has no option.*metric"):
+        A.sample_anchors(np.ones((4, 2)), 2, "uniform", metric="cosine")
     with pytest.raises(RelrepsError, match="NaN or inf"):
         A.sample_anchors(np.full((4, 2), np.nan), 2)
 
@@ -259,7 +268,13 @@ def test_diagnose_rank_condition_and_effective_dim(k, d, r):
     else:
         assert diag.condition_number == np.inf
         assert any("rank deficient" in w for w in diag.warnings)
-    assert any("fewer anchors" in w for w in diag.warnings) == (k < d)
+    # The cost of not spanning the space (share of a sample's direction outside the anchors'
+    # span) is reported whenever r < d. Estimated by leave-one-out over the anchors, it is 0 when
+    # the anchors are linearly dependent (each lies in the span of the others, so do samples
+    # drawn like them) and positive when each anchor adds a direction.
+    assert (diag.outside_span_fraction > 0) == (r == k < d)
+    assert any("invisible to the relative representation" in m
+               for m in diag.warnings + diag.notes) == (r < d)
     assert str(diag).startswith(f"{k} anchors in {d}-d: rank {r}")
 
 
@@ -284,8 +299,14 @@ def test_diagnose_warns_on_collinear_and_duplicate_anchors():
     diag = A.diagnose(nearly)
     assert diag.condition_number > 1e6
     assert diag.warnings and diag.effective_dim < 1.01
-    with pytest.warns(A.AnchorWarning):
-        A.diagnose(collinear, warn=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        diag = A.diagnose(collinear, warn=True)
+    emitted = [(w.category, str(w.message)) for w in caught]
+    assert [m for _, m in emitted] == diag.warnings  # every warning, once, in order
+    kinds = {c for c, m in emitted if "use center='anchors'" in m}
+    assert kinds == {AnisotropyWarning}
+    assert all(c is A.AnchorWarning for c, m in emitted if "use center" not in m)
 
 
 def test_diagnose_counts_near_duplicates():

@@ -189,3 +189,166 @@ def test_cached_encode_caches_by_content(tmp_path, monkeypatch):
     assert len(seen) == 7
     cached_encode("fresh", items, fn, use_cache=False)
     assert not (tmp_path / "embeddings" / "fresh").exists()
+
+
+# ------------------------------------------------------------------------------- expectations
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+from relreps.encoders import CachedEncoder  # noqa: E402
+from relreps.errors import InputTypeError, NonFiniteError, RelrepsError, ShapeError  # noqa: E402
+
+
+@pytest.mark.parametrize("planted", [
+    np.zeros(3),  # wrong shape
+    np.zeros((2, 3), np.float32),  # wrong dtype
+    np.array([[1.0, np.nan, 0], [0, 0, 0]]),  # not finite
+    np.array([[1.0, 2, 3], [4, 5, 99]]),  # fails the caller's check
+])
+def test_an_entry_that_misses_the_expectation_is_recomputed(tmp_path, planted):
+    path = tmp_path / "unit" / "k.npy"
+    path.parent.mkdir()
+    np.save(path, planted)
+    want = np.arange(6.0).reshape(2, 3)
+    got = C.cached_array("unit", "k", lambda: want, root=tmp_path, shape=(2, None),
+                         dtype=np.float64, check=lambda a: a.max() < 10)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(np.load(path), want)  # replaced by the sound value
+
+
+def test_a_computed_value_is_held_to_the_same_expectation(tmp_path):
+    def cached(value, **kw):
+        return C.cached_array("unit", "v", lambda: value, root=tmp_path, **kw)
+
+    with pytest.raises(ShapeError):
+        cached(np.zeros(4), shape=(2, 2))
+    with pytest.raises(NonFiniteError):
+        cached(np.array([1.0, np.inf]))
+    with pytest.raises(NonFiniteError, match="after conversion"):
+        cached(np.array([1e300]), dtype=np.float32)  # overflows float32
+    with pytest.raises(InputTypeError):
+        cached(np.array([1 + 2j]), dtype=np.float32)
+    with pytest.raises(InputTypeError):
+        cached(np.array(["a"]))
+    with pytest.raises(InputTypeError):
+        cached([[1.0], [1.0, 2.0]])  # ragged
+    with pytest.raises(RelrepsError, match="check"):
+        cached(np.ones(2), check=lambda a: False)
+    assert not (tmp_path / "unit" / "v.npy").exists()  # nothing bad was written
+    got = cached(np.array([1.0, np.nan]), finite=False)  # NaN allowed where the caller says so
+    assert np.isnan(got[1])
+    assert cached(np.ones(2), dtype=np.float32).dtype == np.float32  # a same-kind cast
+
+
+@settings(max_examples=30, deadline=None)
+@given(arr=hnp.arrays(dtype=st.sampled_from([np.float32, np.float64, np.int64, np.uint8,
+                                             np.bool_, np.float16]),
+                      shape=hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=4),
+                      elements={"allow_nan": False, "allow_infinity": False}))
+def test_cached_array_round_trips_exactly(tmp_path_factory, arr):
+    root = tmp_path_factory.mktemp("rt")
+    C.cached_array("unit", "k", lambda: arr, root=root, shape=arr.shape, dtype=arr.dtype)
+    again = C.cached_array("unit", "k", lambda: pytest.fail("recomputed a sound entry"),
+                           root=root, shape=arr.shape, dtype=arr.dtype)
+    assert again.dtype == arr.dtype and again.shape == arr.shape
+    np.testing.assert_array_equal(again, arr)
+
+
+def test_cached_encoder_wraps_any_encoder(tmp_path, monkeypatch):
+    monkeypatch.setenv("RELREPS_CACHE", str(tmp_path))
+    calls = []
+
+    def fn(batch):
+        calls.append(len(batch))
+        return np.array([[len(t), t.count("a")] for t in batch], dtype=np.float64)
+
+    class Model:
+        def encode(self, batch):
+            return fn(batch)
+
+    items = ["banana", "apple", "kiwi"]
+    a = CachedEncoder(fn, "toy", batch_size=2)
+    b = CachedEncoder(Model(), "toy")
+    x = a.encode(items)
+    assert x.dtype == np.float32 and x.shape == (3, 2) and a.dim == 2 and calls == [2, 1]
+    np.testing.assert_array_equal(b.encode(items), x)  # same name, same items: from disk
+    np.testing.assert_array_equal(a(items), x)
+    assert calls == [2, 1]
+    CachedEncoder(fn, "toy-v2").encode(items)  # a new name is a new model
+    assert len(calls) == 3
+    assert list((tmp_path / "embeddings").iterdir()) and "toy" in repr(a)
+
+
+def test_cached_encoder_torch_output(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    monkeypatch.setenv("RELREPS_CACHE", str(tmp_path))
+    enc = CachedEncoder(lambda b: torch.ones(len(b), 3, dtype=torch.float64), "toy-torch")
+    x = enc.encode(["a", "b"])
+    assert isinstance(x, np.ndarray) and x.dtype == np.float32 and x.shape == (2, 3)
+
+
+@pytest.mark.parametrize("make,err", [
+    (lambda: CachedEncoder(42, "x"), InputTypeError),
+    (lambda: CachedEncoder(len, ""), InputTypeError),
+    (lambda: CachedEncoder(len, "x", batch_size=0), RelrepsError),
+    (lambda: CachedEncoder(len, "x", batch_size=2.5), InputTypeError),
+    (lambda: CachedEncoder(len, "x", dim=True), InputTypeError),
+])
+def test_cached_encoder_validates_its_arguments(make, err):
+    with pytest.raises(err):
+        make()
+
+
+@pytest.mark.parametrize("items,fn,dim,err", [
+    ("one string", lambda b: np.ones((len(b), 2)), None, InputTypeError),
+    ([object()], lambda b: np.ones((len(b), 2)), None, InputTypeError),  # no content to hash
+    ([True, False], lambda b: np.ones((len(b), 2)), None, InputTypeError),
+    (5, lambda b: np.ones((len(b), 2)), None, InputTypeError),
+    (["a", "b"], lambda b: np.ones((1, 2)), None, RelrepsError),  # one row for two items
+    (["a", "b"], lambda b: np.ones(len(b)), None, RelrepsError),  # 1-D
+    (["a", "b"], lambda b: np.full((len(b), 2), np.nan), None, NonFiniteError),
+    (["a", "b"], lambda b: np.ones((len(b), 3)), 2, ShapeError),  # not the declared dim
+    (["a", "b"], lambda b: "not an array", None, RelrepsError),
+    (["a", "b", "c"], lambda b: np.ones((len(b), len(b))), None, ShapeError),  # widths differ
+    (["a"], lambda b: np.ones((1, 2)), 0, RelrepsError),
+])
+def test_cached_encode_refuses_bad_items_and_outputs(tmp_path, monkeypatch, items, fn, dim, err):
+    monkeypatch.setenv("RELREPS_CACHE", str(tmp_path))
+    with pytest.raises(err):
+        cached_encode("toy", items, fn, batch_size=2, dim=dim)
+    assert not list(tmp_path.rglob("*.npy"))
+
+
+def test_arrays_are_hashed_by_content_as_items(tmp_path, monkeypatch):
+    monkeypatch.setenv("RELREPS_CACHE", str(tmp_path))
+    calls = []
+
+    def fn(batch):
+        calls.append(1)
+        return np.stack([np.asarray(b, np.float64).ravel()[:2] for b in batch])
+
+    imgs = [np.arange(4.0), np.arange(4.0) + 1]
+    x = cached_encode("img", imgs, fn)
+    np.testing.assert_array_equal(cached_encode("img", [i.copy() for i in imgs], fn), x)
+    assert len(calls) == 1
+    cached_encode("img", [imgs[0], imgs[1] * 2], fn)
+    assert len(calls) == 2
+
+
+# ------------------------------------------------------------------------------- progress
+
+
+def test_progress_bars_follow_relreps_quiet(monkeypatch, capsys):
+    from relreps.progress import progress
+
+    monkeypatch.setenv("RELREPS_QUIET", "1")
+    bar = progress(range(3), desc="quiet")
+    assert bar.disable and list(bar) == [0, 1, 2]
+    assert capsys.readouterr().err == ""
+    monkeypatch.setenv("RELREPS_QUIET", "0")
+    bar = progress(range(3), desc="loud", leave=True)
+    assert not bar.disable and list(bar) == [0, 1, 2]
+    bar.close()
+    assert "loud" in capsys.readouterr().err

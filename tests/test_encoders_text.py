@@ -142,3 +142,103 @@ def test_nothing_downloads():
         T.load_text_encoder("hf:/no/such/folder")
     with pytest.raises(DataNotFoundError):
         T.load_text_encoder("bert-large")
+
+
+_HF_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM")
+
+
+def test_loading_encoders_leaves_the_process_environment_alone(tmp_path, monkeypatch):
+    """Offline loading uses local paths and local_files_only=True, not process-wide variables."""
+    import os
+
+    for k in _HF_ENV:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setattr(T, "_LOADED", {})
+    monkeypatch.setenv("RELREPS_CACHE", str(tmp_path))
+    def hf_vars():
+        return {k: v for k, v in os.environ.items()
+                if k.startswith(("HF_", "TRANSFORMERS_", "TOKENIZERS_", "HUGGINGFACE_"))}
+
+    before = hf_vars()
+    _load("minilm-l6")
+    pytest.importorskip("transformers")
+    T.load_text_encoder(f"hf:{T.minilm_l6_model_dir()}")
+    assert hf_vars() == before
+    assert not any(k in os.environ for k in _HF_ENV)
+
+
+def test_model_loading_bars_follow_relreps_quiet(tmp_path, monkeypatch, capfd):
+    pytest.importorskip("transformers")
+    from transformers.utils import logging as hf_logging
+
+    monkeypatch.setattr(T, "_LOADED", {})
+    assert hf_logging.is_progress_bar_enabled()
+    T.load_text_encoder(f"hf:{T.minilm_l6_model_dir()}")  # RELREPS_QUIET=1 in the tests
+    assert "Loading weights" not in capfd.readouterr().err
+    assert hf_logging.is_progress_bar_enabled()  # restored afterwards
+
+
+def test_wordllama_sentence_encoder(tmp_path, monkeypatch):
+    monkeypatch.setenv("RELREPS_CACHE", str(tmp_path))
+    enc = _load("wordllama")
+    assert "wordllama" in T.TEXT_ENCODERS and enc.dim == 256
+    x = enc.encode(TEXTS, batch_size=3)
+    assert x.shape == (4, 256) and x.dtype == np.float32 and np.isfinite(x).all()
+    assert _cos(x[0], x[1]) > max(_cos(x[0], x[2]), _cos(x[0], x[3]))
+    np.testing.assert_allclose(enc.encode(TEXTS[1:2], use_cache=False)[0], x[1], rtol=1e-5,
+                               atol=1e-6)
+    # the same weights as the word-level space
+    from relreps.encoders.words import load_wordllama
+
+    word = load_wordllama().embed(["market"], use_cache=False)
+    np.testing.assert_allclose(enc.encode(["market"], use_cache=False), word, rtol=1e-5,
+                               atol=1e-6)
+
+
+def _copy_model(src, dst):
+    import os
+    import shutil
+
+    def link_or_copy(a, b):
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, copy_function=link_or_copy)
+    return dst
+
+
+def test_any_local_sentence_transformers_folder_by_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("RELREPS_CACHE", str(tmp_path / "cache"))
+    ref = _load("minilm-l6")
+    folder = _copy_model(T.minilm_l6_model_dir(), tmp_path / "my model")
+    enc = T.load_text_encoder(str(folder))
+    assert isinstance(enc, T.SentenceTransformerEncoder) and enc.dim == 384
+    assert T.load_text_encoder(folder) is enc  # a Path works too, and loads once
+    np.testing.assert_allclose(enc.encode(TEXTS), ref.encode(TEXTS), atol=1e-5)
+    # Another model in a folder of the same name must not share cached embeddings.
+    other = _copy_model(T.minilm_l6_model_dir(), tmp_path / "b" / "my model")
+    cfg = other / "config_sentence_transformers.json"
+    text = cfg.read_text()
+    cfg.unlink()  # (a hard link: replace the file, do not write through it)
+    cfg.write_text(text + "\n")
+    enc2 = T.load_text_encoder(str(other))
+    assert enc2.name != enc.name and enc.name.startswith("st-my model-")
+
+
+def test_folders_without_a_model_and_missing_paths(tmp_path):
+    with pytest.raises(DataNotFoundError, match="neither"):
+        T.load_text_encoder(str(tmp_path))
+    with pytest.raises(DataNotFoundError):
+        T.load_text_encoder(str(tmp_path / "missing"))
+    with pytest.raises(DataNotFoundError):
+        T.load_text_encoder("./no-such-model-folder/")
+    with pytest.raises(DownloadUnavailableError):
+        T.load_text_encoder("someone/some-model")
+    from relreps.errors import InputTypeError, RelrepsError
+
+    with pytest.raises(InputTypeError):
+        T.load_text_encoder(3)  # type: ignore[arg-type]
+    with pytest.raises(RelrepsError):
+        T.load_text_encoder("hf:" + str(tmp_path), pooling="max")

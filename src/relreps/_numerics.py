@@ -9,22 +9,33 @@ take the fast path with no extra pass beyond the norm itself.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = ["pow2_scale", "safe_row_norms", "unit_rows", "scaled_rows", "pow2_global_scale"]
 
 
 def pow2_scale(t: torch.Tensor, dim: int | None = 1) -> torch.Tensor:
-    """Per-row (or, with ``dim=None``, global) power of two >= max |t| (1 where max is 0)."""
+    """Per-row (or, with ``dim=None``, global) power of two s with max |t| / s in [1/2, 1)
+    (1 where max is 0).
+
+    Near the top of the dtype (max |t| >= 2**127 in float32) the next power of two is not
+    representable, so s is the largest one and max |t| / s lies in [1, 2): still safe to square
+    and sum, and never inf.
+    """
     m = t.detach().abs().amax(dim=dim, keepdim=dim is not None) if dim is not None \
         else t.detach().abs().max()
     _, e = torch.frexp(m)
+    # 2**e with e = frexp(finfo.max) overflows to inf: the largest power of two is 2**(e - 1)
+    e = e.clamp(max=math.frexp(torch.finfo(m.dtype).max)[1] - 1)
     s = torch.ldexp(torch.ones_like(m), e)
     return torch.where(m > 0, s, torch.ones_like(m))
 
 
 def pow2_global_scale(t: torch.Tensor) -> torch.Tensor:
-    """A single power of two >= max |t| (for quantities invariant to a common rescaling)."""
+    """A single power of two s ~ max |t| (see :func:`pow2_scale`; for quantities invariant to a
+    common rescaling)."""
     return pow2_scale(t, dim=None)
 
 

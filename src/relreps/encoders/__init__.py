@@ -1,8 +1,12 @@
-"""Adapters that turn raw inputs (texts, words, images) into embeddings, with a disk cache."""
+"""Adapters that turn raw inputs (texts, words, images) into embeddings, with a disk cache.
 
-from relreps.encoders.base import Encoder, cached_encode
+`CachedEncoder(fn_or_encoder, name)` / `cached_encode(name, items, fn)` cache any encoder's
+embeddings on disk; `load_text_encoder(name_or_folder)` loads the offline text encoders.
+"""
 
-__all__ = ["Encoder", "cached_encode", "load_text_encoder", "TEXT_ENCODERS"]
+from relreps.encoders.base import CachedEncoder, Encoder, cached_encode
+
+__all__ = ["Encoder", "CachedEncoder", "cached_encode", "load_text_encoder", "TEXT_ENCODERS"]
 
 _LAZY = {"load_text_encoder": "relreps.encoders.text", "TEXT_ENCODERS": "relreps.encoders.text"}
 

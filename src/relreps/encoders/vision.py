@@ -85,12 +85,13 @@ class EfficientNetLiteEncoder:
 
     def __init__(self, variant: str = "lite0", resolution: int | None = None,
                  batch_size: int = 50) -> None:
-        if variant not in EFFICIENTNET_VARIANTS:
-            raise RelrepsError(f"variant must be one of {list(EFFICIENTNET_VARIANTS)}, "
-                               f"got {variant!r}")
+        from relreps.validation import check_choice, check_int
+
+        check_choice(variant, "variant", tuple(EFFICIENTNET_VARIANTS))
         self.variant = variant
-        self.resolution = int(resolution or EFFICIENTNET_VARIANTS[variant][4])
-        self.batch_size = int(batch_size)
+        self.resolution = check_int(resolution, "resolution", min_value=1, allow_none=True) \
+            or EFFICIENTNET_VARIANTS[variant][4]
+        self.batch_size = check_int(batch_size, "batch_size", min_value=1)
         self.name = f"efficientnet-{variant}@{self.resolution}"
         self._model: Any = None
 
@@ -125,16 +126,24 @@ class EfficientNetLiteEncoder:
         Each image's features are cached on its own (keyed by its 8-bit pixels), so any subset
         or reordering of already encoded images costs nothing and an interrupted run resumes.
         """
-        from relreps.cache import atomic_save_npy, cache_dir
+        from relreps.cache import cache_dir, load_entry, safe_name, save_entry, validate_value
+        from relreps.errors import ShapeError
         from relreps.progress import progress
+        from relreps.validation import check_array, check_bool, check_int
 
-        images = np.asarray(images)
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise RelrepsError(f"images must be (n, 3, h, w), got shape {images.shape}")
+        use_cache = check_bool(use_cache, "use_cache")
+        batch_size = check_int(batch_size, "batch_size", min_value=1, allow_none=True)
+        if not (isinstance(images, np.ndarray) and images.dtype == np.uint8):
+            images = check_array(images, "images", ndim=4, kinds=("numpy",))
+        if images.shape[1] != 3:
+            raise ShapeError(f"images must be (n, 3, h, w), got shape {images.shape}")
         if images.dtype == np.uint8:
             u8 = images
         else:
-            u8 = np.clip(np.round(images.astype(np.float32) * 255.0), 0, 255).astype(np.uint8)
+            if images.size and (images.min() < 0 or images.max() > 1):
+                raise RelrepsError("float images must hold values in [0, 1] (pass uint8 for "
+                                   f"0..255), got [{images.min():g}, {images.max():g}]")
+            u8 = np.round(images.astype(np.float32) * 255.0).astype(np.uint8)
         x = u8.astype(np.float32) / 255.0
         n = x.shape[0]
         out = np.zeros((n, self.dim), np.float32)
@@ -143,19 +152,21 @@ class EfficientNetLiteEncoder:
             for s in progress(range(0, n, bs), desc=f"encode {self.name}"):
                 out[s:s + bs] = self._forward(x[s:s + bs])
             return out
-        folder = cache_dir() / "embeddings" / self.name
+        folder = cache_dir() / "embeddings" / safe_name(self.name)
         paths = [folder / f"{self.cache_key(u8[i])}.npy" for i in range(n)]
         missing = []
         for i, path in enumerate(paths):
-            try:
-                out[i] = np.load(path, allow_pickle=False)
-            except (OSError, ValueError):
+            got = load_entry(path, shape=(self.dim,), dtype=np.float32)
+            if got is None:
                 missing.append(i)
+            else:
+                out[i] = got
         starts = range(0, len(missing), bs)
         for s in progress(starts, desc=f"encode {self.name}", total=len(starts)):
             rows = missing[s:s + bs]
-            feats = self._forward(x[rows])
+            feats = validate_value(self._forward(x[rows]), f"{self.name} features",
+                                   shape=(len(rows), self.dim), dtype=np.float32)
             for i, f in zip(rows, feats):
                 out[i] = f
-                atomic_save_npy(paths[i], f)
+                save_entry(paths[i], f)
         return out

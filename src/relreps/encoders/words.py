@@ -30,10 +30,26 @@ from typing import Any
 
 import numpy as np
 
-from relreps.cache import atomic_save_npy, atomic_write_bytes, cache_dir, content_key
+from relreps._backend import to_numpy
+from relreps.cache import (
+    cache_dir,
+    content_key,
+    discard_entry,
+    load_entry,
+    regular_file,
+    save_entry,
+)
 from relreps.encoders.base import cached_encode
-from relreps.errors import DataNotFoundError, MissingDependencyError, RelrepsError
+from relreps.errors import (
+    DataNotFoundError,
+    InputTypeError,
+    MissingDependencyError,
+    NonFiniteError,
+    RelrepsError,
+    ShapeError,
+)
 from relreps.progress import progress
+from relreps.validation import check_array, check_float, check_int
 
 __all__ = ["WordVectors", "EncodedWords", "as_word_space", "load_glove", "load_wordllama",
            "load_sentence_words", "train_word2vec", "train_fasttext", "TRAIN_DEFAULTS",
@@ -62,19 +78,23 @@ class WordVectors:
     """
 
     def __init__(self, words: Sequence[str], vectors: Any, name: str = "vectors") -> None:
+        if isinstance(words, (str, bytes)) or not isinstance(words, Iterable):
+            raise InputTypeError(f"words must be a sequence of strings, got "
+                                 f"{type(words).__name__}")
         words = [str(w) for w in words]
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2:
-            raise RelrepsError(f"vectors must be 2-D (n_words, dim), got shape {vectors.shape}")
+        vectors = check_array(vectors, "vectors", finite=False, min_features=0,
+                              kinds=("numpy", "torch"))
+        vectors = np.asarray(to_numpy(vectors), dtype=np.float32)
         if len(words) != vectors.shape[0]:
-            raise RelrepsError(f"{len(words)} words but {vectors.shape[0]} vectors")
+            raise ShapeError(f"{len(words)} words but {vectors.shape[0]} vectors")
         index: dict[str, int] = {}
         for i, w in enumerate(words):
             if w in index:
                 raise RelrepsError(f"duplicate word {w!r} in the table")
             index[w] = i
         if vectors.size and not np.isfinite(vectors).all():
-            raise RelrepsError(f"{name}: the table contains NaN or inf values")
+            raise NonFiniteError(f"{name}: the table contains NaN or inf values (or values "
+                                 "beyond float32)")
         self.words, self.vectors, self.index, self.name = words, vectors, index, name
 
     @property
@@ -96,7 +116,10 @@ class WordVectors:
         words = list(table)
         if not words:
             raise RelrepsError("the word table is empty")
-        rows = [np.asarray(table[w], dtype=np.float32).ravel() for w in words]
+        try:
+            rows = [np.asarray(table[w], dtype=np.float32).ravel() for w in words]
+        except (TypeError, ValueError):
+            raise InputTypeError("the word table's vectors must be numbers") from None
         if len({r.shape[0] for r in rows}) != 1:
             raise RelrepsError("the word vectors have different lengths")
         return cls(words, np.stack(rows), name)
@@ -152,7 +175,7 @@ class EncodedWords:
 
     def embed(self, words: Sequence[str], *, use_cache: bool = True) -> np.ndarray:
         out = cached_encode(self.name, list(words), self.fn, batch_size=self.batch_size,
-                            desc=f"embed words {self.name}", use_cache=use_cache)
+                            desc=f"embed words {self.name}", use_cache=use_cache, dim=self._dim)
         return np.asarray(out, dtype=np.float32)
 
     def encode(self, items: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -212,15 +235,9 @@ def load_glove(name: str = "glove-6b-50d") -> WordVectors:
 
 def load_wordllama(config: str = "l2_supercat", dim: int = 256) -> EncodedWords:
     """wordllama's static token embeddings (mean-pooled over a word's tokens), 256-d."""
-    wl_mod = _require("wordllama", "wordllama", "wordllama word embeddings")
-    _require("toml", "toml", "wordllama word embeddings")
-    pkg_dir = Path(wl_mod.__file__).parent
-    try:
-        model = wl_mod.WordLlama.load(config=config, cache_dir=pkg_dir, dim=dim,
-                                      disable_download=True)
-    except Exception as e:  # wordllama raises various errors for missing weights
-        raise DataNotFoundError(f"wordllama weights for {config!r} not found under {pkg_dir}: "
-                                f"{e}. Reinstall with: pip install wordllama") from e
+    from relreps.encoders.text import load_wordllama_model
+
+    model = load_wordllama_model(config, dim)
 
     def fn(words: Sequence[str]) -> np.ndarray:
         return np.asarray(model.embed(list(words), norm=False), dtype=np.float32)
@@ -287,12 +304,10 @@ def _train(kind: str, corpus: Any, params: dict[str, Any], use_cache: bool) -> W
     folder = cache_dir() / "word-models" / kind
     vec_path, words_path = folder / f"{key[:40]}.npy", folder / f"{key[:40]}.words.json"
     name = f"{kind}-{params['vector_size']}d"
-    if use_cache and vec_path.exists() and words_path.exists():
-        try:
-            words = json.loads(words_path.read_text())
-            return WordVectors(words, np.load(vec_path, allow_pickle=False), name)
-        except (ValueError, OSError):
-            vec_path.unlink(missing_ok=True)
+    if use_cache:
+        cached = _load_trained(vec_path, words_path, params["vector_size"], name)
+        if cached is not None:
+            return cached
     cls = gensim_models.Word2Vec if kind == "word2vec" else gensim_models.FastText
     t0, c0 = time.perf_counter(), time.process_time()
     model = cls(corpus_file=str(corpus_file), callbacks=[_epoch_progress(params["epochs"],
@@ -302,14 +317,35 @@ def _train(kind: str, corpus: Any, params: dict[str, Any], use_cache: bool) -> W
     words = list(kv.index_to_key)
     vectors = np.asarray(kv.vectors if kind == "word2vec" else
                          np.stack([kv.get_vector(w) for w in words]), dtype=np.float32)
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(words_path, json.dumps(words).encode())
-    atomic_save_npy(vec_path, vectors)
-    atomic_write_bytes(folder / f"{key[:40]}.meta.json", json.dumps(
+    result = WordVectors(words, vectors, name)  # validates: unique words, finite vectors
+    save_entry(words_path, json.dumps(words).encode())
+    save_entry(vec_path, vectors)
+    save_entry(folder / f"{key[:40]}.meta.json", json.dumps(
         {"kind": kind, "params": params, "corpus": str(corpus_file), "n_words": len(words),
          "train_seconds": round(time.perf_counter() - t0, 1),
          "train_cpu_seconds": round(time.process_time() - c0, 1)}).encode())
-    return WordVectors(words, vectors, name)
+    return result
+
+
+def _load_trained(vec_path: Path, words_path: Path, dim: int, name: str) -> WordVectors | None:
+    """A cached trained table if both files are sound: a JSON list of unique strings and a
+    finite float32 (len(words), dim) matrix; otherwise None (both files are deleted)."""
+    if not (os.path.lexists(vec_path) or os.path.lexists(words_path)):
+        return None
+    try:
+        if not regular_file(words_path) or os.path.getsize(words_path) > (1 << 30):
+            raise ValueError("no word list")
+        words = json.loads(words_path.read_text(encoding="utf-8"))
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+            raise ValueError("not a list of words")
+        vectors = load_entry(vec_path, shape=(len(words), int(dim)), dtype=np.float32)
+        if vectors is None:
+            raise ValueError("no vectors")
+        return WordVectors(words, vectors, name)
+    except (ValueError, OSError, RecursionError):  # RelrepsError is a ValueError
+        discard_entry(vec_path)
+        discard_entry(words_path)
+        return None
 
 
 def _params(overrides: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -318,6 +354,14 @@ def _params(overrides: dict[str, Any], extra: dict[str, Any] | None = None) -> d
     if unknown:
         raise RelrepsError(f"unknown training settings {sorted(unknown)}; known: {sorted(params)}")
     params.update(overrides)
+    for k in ("vector_size", "window", "min_count", "epochs", "min_n", "max_n", "bucket"):
+        if k in params:
+            check_int(params[k], k, min_value=1)
+    for k in ("sg", "negative", "seed"):
+        check_int(params[k], k, min_value=0)
+    check_int(params["workers"], "workers", min_value=0)
+    for k in ("sample", "alpha"):
+        check_float(params[k], k, min_value=0.0)
     params["workers"] = int(params["workers"] or os.cpu_count() or 1)
     return params
 
@@ -344,4 +388,10 @@ def training_info(kind: str, corpus: Any, **overrides: Any) -> dict[str, Any] | 
     params = _params(overrides, FASTTEXT_DEFAULTS if kind == "fasttext" else None)
     key = content_key("word-model-v1", kind, corpus_key, params)
     meta = cache_dir() / "word-models" / kind / f"{key[:40]}.meta.json"
-    return json.loads(meta.read_text()) if meta.exists() else None
+    if not regular_file(meta):
+        return None
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+    except (ValueError, OSError, RecursionError):
+        return None
+    return info if isinstance(info, dict) else None

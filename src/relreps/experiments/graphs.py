@@ -21,7 +21,6 @@ anchor_seeds=3  threads=N (torch threads; smoke default 1).
 
 from __future__ import annotations
 
-import io
 import math
 from typing import Any
 
@@ -92,33 +91,84 @@ def _anchor_nodes(data: Any, n: int, seed: int) -> np.ndarray:
 # cached training
 
 
+_MODEL_CACHE_VERSION = "graphs-model-v2"
+_SUMMARY_KEYS = ("best_epoch", "val_acc", "test_acc", "seconds")
+
+
+def _load_model_entry(path: Any, model: Any) -> dict[str, Any] | None:
+    """Load a cached model (a .safetensors file of the state dict, the training summary as JSON
+    metadata) into `model`; None, with the entry deleted, unless every tensor matches the
+    model's names, shapes and dtypes, is finite, and the summary is well-formed. Never runs code
+    from the file."""
+    import json
+
+    import torch
+    from safetensors import safe_open
+
+    from relreps.cache import discard_entry, regular_file
+
+    if not path.exists() and not path.is_symlink():
+        return None
+    try:
+        if not regular_file(path):
+            raise ValueError("not a regular file")
+        target = model.state_dict()
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = f.metadata() or {}
+            if meta.get("relreps_cache") != _MODEL_CACHE_VERSION or set(f.keys()) != set(target):
+                raise ValueError("another format or model")
+            state = {k: f.get_tensor(k) for k in target}
+        for k, t in state.items():
+            ref = target[k]
+            if t.shape != ref.shape or t.dtype != ref.dtype:
+                raise ValueError(f"{k}: shape or dtype differs")
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise ValueError(f"{k}: non-finite values")
+        summary = json.loads(meta["summary"])
+        if not isinstance(summary, dict) or set(summary) != set(_SUMMARY_KEYS):
+            raise ValueError("bad summary")
+        if not isinstance(summary["best_epoch"], int) or not all(
+                isinstance(summary[k], (int, float)) and np.isfinite(summary[k])
+                for k in _SUMMARY_KEYS[1:]) or not all(
+                0 <= summary[k] <= 1 for k in ("val_acc", "test_acc")):
+            raise ValueError("bad summary values")
+        model.load_state_dict(state)
+    except Exception:  # noqa: BLE001 - a corrupt or foreign entry is retrained (no code ran)
+        discard_entry(path)
+        return None
+    model.eval()
+    return summary
+
+
 def _train_cached(data: Any, config: Any, anchors: np.ndarray | None, seed: int,
                   train_kw: dict[str, Any], tag: str) -> tuple[Any, dict[str, Any]]:
-    """Train (or load from the cache) one model; returns (model, summary dict)."""
-    import torch
+    """Train (or load from the cache) one model; returns (model, summary dict).
 
-    from relreps.cache import atomic_write_bytes, cache_dir, content_key
+    The cache holds the state dict as safetensors and the summary as JSON metadata: data only,
+    checked against the freshly built model before use (see `_load_model_entry`).
+    """
+    import json
+
+    from safetensors.torch import save as safetensors_bytes
+
+    from relreps.cache import cache_dir, content_key, save_entry
     from relreps.models.graph import build_node_classifier, train_node_classifier
 
     model = build_node_classifier(data.num_features, data.num_classes, config,
                                   anchor_idx=anchors, seed=seed)
-    key = content_key("graphs-model-v1", tag, data.name, int(data.num_nodes), config.as_dict(),
-                      anchors if anchors is not None else "absolute", seed, train_kw)
-    path = cache_dir() / "graphs" / f"{key}.pt"
-    if path.exists():
-        try:
-            blob = torch.load(path, weights_only=False)
-            model.load_state_dict(blob["state"])
-            model.eval()
-            return model, blob["summary"]
-        except Exception:  # a corrupt entry is retrained
-            path.unlink(missing_ok=True)
+    key = content_key(_MODEL_CACHE_VERSION, tag, data.name, int(data.num_nodes),
+                      config.as_dict(), anchors if anchors is not None else "absolute", seed,
+                      train_kw)
+    path = cache_dir() / "graphs" / f"{key}.safetensors"
+    summary = _load_model_entry(path, model)
+    if summary is not None:
+        return model, summary
     res = train_node_classifier(model, data, seed=seed, **train_kw)
-    summary = {"best_epoch": res.best_epoch, "val_acc": res.best_val_acc,
-               "test_acc": res.test_acc, "seconds": res.seconds}
-    buf = io.BytesIO()
-    torch.save({"state": model.state_dict(), "summary": summary}, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    summary = {"best_epoch": int(res.best_epoch), "val_acc": float(res.best_val_acc),
+               "test_acc": float(res.test_acc), "seconds": float(res.seconds)}
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    save_entry(path, safetensors_bytes(state, metadata={"relreps_cache": _MODEL_CACHE_VERSION,
+                                                        "summary": json.dumps(summary)}))
     return model, summary
 
 
@@ -356,6 +406,17 @@ def _sweep_model(data: Any, anchors: np.ndarray, ref: dict[str, np.ndarray],
     return np.array(recs, dtype=np.float64).reshape(-1, 6)
 
 
+def _sweep_rows_ok(arr: np.ndarray, epochs: int) -> bool:
+    """A sweep record: at most `epochs` rows of [epoch, val_acc, test_acc, 3 similarities] with
+    whole, increasing epochs and accuracies in [0, 1] (similarities may be NaN: undefined)."""
+    if arr.shape[0] > epochs or not np.isfinite(arr[:, :3]).all():
+        return False
+    e = arr[:, 0]
+    return bool(np.all(e == np.round(e)) and np.all(np.diff(e) > 0) and
+                np.all((arr[:, 1:3] >= 0) & (arr[:, 1:3] <= 1)) and
+                np.all(np.isnan(arr[:, 3:]) | (np.abs(arr[:, 3:]) <= 1 + 1e-6)))
+
+
 def _part_sweep(ctx: RunContext, plan: dict[str, Any], data: Any, anchors: np.ndarray
                 ) -> tuple[list[dict], dict[str, str], list[str], dict[str, Any], list[str]]:
     import matplotlib
@@ -382,7 +443,9 @@ def _part_sweep(ctx: RunContext, plan: dict[str, Any], data: Any, anchors: np.nd
     rows = []
     for mid, c in enumerate(progress(configs, desc="graphs: similarity sweep")):
         key = content_key("graphs-sweep-v2", data.name, int(data.num_nodes), anchors, ref_key, c)
-        arr = cached_array("graphs-sweep", key, lambda c=c: _sweep_model(data, anchors, ref, c))
+        arr = cached_array("graphs-sweep", key, lambda c=c: _sweep_model(data, anchors, ref, c),
+                           shape=(None, 6), dtype=np.float64, finite=False,
+                           check=lambda a, c=c: _sweep_rows_ok(a, c["epochs"]))
         for e, va, te, sr, sa, ck in arr:
             rows.append({"part": "sweep", "dataset": data.name, "model": mid, **c,
                          "epoch": int(e), "val_acc": va, "test_acc": te, "sim_relative": sr,
