@@ -133,11 +133,13 @@ def test_anchorset_json_and_safetensors(tmp_path):
         assert back.meta == {"note": "parallel"}
         for s in a.spaces:
             np.testing.assert_array_equal(back.indices[s], a.indices[s])
-    doc = json.loads((tmp_path / "a.json").read_text())
-    assert doc["relreps_format"] == 1 and doc["class"] == "AnchorSet"
-    assert doc["indices"] == {"en": [3, 1, 4], "hi": [10, 11, 12]}
-    a.save(tmp_path / "plain.json")  # AnchorSet's own JSON loads too
-    assert load(tmp_path / "plain.json").indices["hi"].tolist() == [10, 11, 12]
+    doc = json.loads((tmp_path / "a.json").read_text())  # the AnchorSet's own document
+    assert doc["format"] == 1 and doc["indices"] == {"en": [3, 1, 4], "hi": [10, 11, 12]}
+    assert AnchorSet.load(tmp_path / "a.json") == a
+    a.save(tmp_path / "plain.json")
+    assert load(tmp_path / "plain.json") == a
+    with pytest.raises(FormatError, match="expected a StitchedClassifier"):
+        load(tmp_path / "plain.json", expected=StitchedClassifier)
 
 
 @pytest.mark.parametrize("name", ["RelativeProjection", "LatentTranslator"])

@@ -10,8 +10,8 @@ numeric state (anchor embeddings, head weights, ...), stored with their dtypes; 
      "sha256": "<digest of every array's name, dtype, shape and bytes>", "config": {...}}
 
 An :class:`~relreps.anchors.AnchorSet` may also be saved as JSON (a path ending in ``.json``):
-``{"relreps_format": 1, "class": "AnchorSet", "indices": {space: [rows]}, "keys": ..., "meta":
-...}``; the plain JSON of ``AnchorSet.save`` loads too.
+its own document (``AnchorSet.save`` / ``AnchorSet.load``, ``{"format": 1, "indices": {space:
+[rows]}, "keys": ..., "meta": ...}``), which :func:`load` recognises by its first byte.
 
 What loading guarantees
 -----------------------
@@ -90,15 +90,14 @@ def save(obj: Any, path: str | os.PathLike[str]) -> Path:
     if name not in ALLOWLIST or type(obj) is not _resolve_class(name):
         raise InputTypeError(f"save takes a {', '.join(ALLOWLIST)}; got {type(obj).__module__}."
                              f"{type(obj).__qualname__}")
-    config, arrays = _state_of(obj, name)
     if path.suffix.lower() == ".json":
         if name != "AnchorSet":
             raise FormatError(f"only an AnchorSet can be saved as JSON; save the {name} to a "
                               ".safetensors path")
-        envelope = {"relreps_format": FORMAT_VERSION, "class": name,
-                    "relreps_version": _version(), **_anchorset_json(config, arrays)}
-        _write(path, (_dumps(envelope, indent=1) + "\n").encode())
-        return path
+        if path.is_dir():
+            raise RunFolderError(f"{path} is a folder; give a file path")
+        return obj.save(path)  # the AnchorSet's own JSON document, which AnchorSet.load reads
+    config, arrays = _state_of(obj, name)
     _write(path, _pack(name, config, arrays))
     return path
 
@@ -122,15 +121,16 @@ def load(path: str | os.PathLike[str], *, expected: type | str | None = None) ->
         if start.startswith(magic):
             raise FormatError(f"{path} is {what}, not a relreps file; relreps never loads "
                               "pickled or zipped objects (they can run code)")
-    if start.lstrip()[:1] == b"{":
-        envelope, arrays = _read_json(path)
-    else:
-        envelope, arrays = _read_safetensors(path)
+    want = None if expected is None else expected if isinstance(expected, str) else \
+        getattr(expected, "__name__", None)
+    if start.lstrip()[:1] == b"{":  # JSON: only an AnchorSet is stored that way
+        if want not in (None, "AnchorSet"):
+            raise FormatError(f"{path} is JSON (an AnchorSet file), expected a {want}")
+        return _resolve_class("AnchorSet").load(path)
+    envelope, arrays = _read_safetensors(path)
     name = envelope["class"]
-    if expected is not None:
-        want = expected if isinstance(expected, str) else getattr(expected, "__name__", None)
-        if want != name:
-            raise FormatError(f"{path} holds a {name}, expected a {want}")
+    if want is not None and want != name:
+        raise FormatError(f"{path} holds a {name}, expected a {want}")
     cls = _resolve_class(name)
     try:
         return _from_state(cls, name, envelope["config"], arrays)
@@ -414,35 +414,10 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]
     return env, arrays
 
 
-def _read_json(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    obj = _loads(path.read_bytes(), path)
-    if isinstance(obj, dict) and "relreps_format" not in obj and "indices" in obj:
-        obj = {**obj, "relreps_format": FORMAT_VERSION, "class": "AnchorSet"}  # AnchorSet.save
-    env = _envelope(obj, path)
-    if env["class"] != "AnchorSet":
-        raise FormatError(f"{path}: only an AnchorSet is stored as JSON, not a {env['class']}")
-    indices = env.get("indices")
-    if not isinstance(indices, dict) or not indices:
-        raise FormatError(f"{path}: 'indices' must be a non-empty object space -> rows")
-    arrays = {}
-    for i, (space, rows) in enumerate(indices.items()):
-        if not isinstance(rows, list):
-            raise FormatError(f"{path}: indices[{space!r}] must be a list of row numbers")
-        try:
-            arrays[f"indices.{i}"] = np.asarray(rows)
-        except (ValueError, OverflowError):
-            raise FormatError(f"{path}: indices[{space!r}] is not a flat list of row numbers") \
-                from None
-    config = {"spaces": list(indices), "keys": env.get("keys"), "meta": env.get("meta", {})}
-    return {"class": "AnchorSet", "config": config}, arrays
-
-
 def _state_of(obj: Any, name: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     own = getattr(obj, "_relreps_state", None)
     if callable(own):
         state = own()
-    elif name == "AnchorSet":
-        state = _anchorset_state(obj)
     else:
         raise FormatError(f"this version of relreps cannot save a {name} yet (it has no "
                           "_relreps_state)")
@@ -456,8 +431,6 @@ def _from_state(cls: type, name: str, config: dict[str, Any], arrays: dict[str, 
     own = getattr(cls, "_relreps_from_state", None)
     if callable(own):
         return own(config, arrays)
-    if name == "AnchorSet":
-        return _anchorset_from_state(config, arrays)
     raise FormatError(f"this version of relreps cannot load a {name} (it has no "
                       "_relreps_from_state)")
 
@@ -472,46 +445,6 @@ def _json_scalar(v: Any) -> Any:
     if v is None or isinstance(v, str):
         return v
     raise FormatError(f"parameter value {v!r} cannot be saved")
-
-
-# ---------------------------------------------------------------------------------- AnchorSet
-
-
-def _anchorset_state(a: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    spaces = list(a.indices)
-    keys = None if a.keys is None else [str(k) for k in a.keys]
-    return ({"spaces": spaces, "keys": keys, "meta": a.meta},
-            {f"indices.{i}": np.asarray(a.indices[s], dtype=np.int64)
-             for i, s in enumerate(spaces)})
-
-
-def _anchorset_json(config: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
-    return {"indices": {s: arrays[f"indices.{i}"].tolist()
-                        for i, s in enumerate(config["spaces"])},
-            "keys": config["keys"], "meta": config["meta"]}
-
-
-def _anchorset_from_state(config: dict[str, Any], arrays: dict[str, np.ndarray]) -> Any:
-    from relreps.anchors import AnchorSet
-    from relreps.validation import check_indices
-
-    spaces = expect(config, "spaces", list)
-    if not spaces or not all(isinstance(s, str) for s in spaces) or \
-            len(set(spaces)) != len(spaces):
-        raise FormatError("spaces must be a non-empty list of distinct names")
-    keys = config.get("keys")
-    if keys is not None and not (isinstance(keys, list) and all(isinstance(k, str)
-                                                                   for k in keys)):
-        raise FormatError("keys must be null or a list of strings")
-    meta = config.get("meta", {})
-    if not isinstance(meta, dict):
-        raise FormatError("meta must be a JSON object")
-    expected = {f"indices.{i}" for i in range(len(spaces))}
-    if set(arrays) != expected:
-        raise FormatError(f"expected the arrays {sorted(expected)}, found {sorted(arrays)}")
-    indices = {s: check_indices(arrays[f"indices.{i}"], f"indices[{s!r}]", unique=True)
-               for i, s in enumerate(spaces)}
-    return AnchorSet(indices, keys=keys, meta=meta)
 
 
 # ---------------------------------------------------------------------------------- heads

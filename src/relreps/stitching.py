@@ -1214,19 +1214,10 @@ def _resolve_encoder(encoder: Any) -> tuple[Any, str | None]:
 
     if isinstance(encoder, os.PathLike):
         encoder = os.fspath(encoder)
-    if isinstance(encoder, str):
+    if isinstance(encoder, str):  # a built-in name, "hf:<folder>" or a local model folder
         from relreps.encoders import load_text_encoder
-        from relreps.errors import DataNotFoundError
 
-        try:
-            return load_text_encoder(encoder), encoder
-        except DataNotFoundError:
-            if not (Path(encoder) / "modules.json").is_file():
-                raise
-        # A local sentence-transformers folder given by its path.
-        from relreps.encoders.text import SentenceTransformerEncoder
-
-        return SentenceTransformerEncoder(encoder), encoder
+        return load_text_encoder(encoder), encoder
     if encoder is None:
         raise InputTypeError("encoder is required (a name, an object with .encode, or a "
                              "callable texts -> embeddings)")
