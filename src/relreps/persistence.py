@@ -243,6 +243,8 @@ def head_state(head: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         arrays.update({"lr.coef": lr.coef_, "lr.intercept": lr.intercept_,
                        "lr.n_iter": np.asarray(lr.n_iter_, dtype=np.int64)})
         return cfg, {k: np.ascontiguousarray(v) for k, v in arrays.items()}
+    from torch import nn
+
     from relreps.nn import RelativeClassifierHead, TorchClassifier
 
     if type(head) is TorchClassifier and getattr(head, "module_factory", None) is None \
@@ -252,7 +254,7 @@ def head_state(head: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
                                          ("epochs", "lr", "batch_size", "weight_decay",
                                           "random_state")},
                "hidden": int(head.module_.net[1].out_features),
-               "batch_norm": not isinstance(head.module_.net[3], __import__("torch").nn.Identity),
+               "batch_norm": not isinstance(head.module_.net[3], nn.Identity),
                "state_keys": list(state)}
         arrays = {f"module.{k}": v.detach().cpu().numpy().copy() for k, v in state.items()}
         return cfg, arrays
