@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import math
+import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -14,9 +17,12 @@ import pytest
 import relreps
 from relreps import cli, experiments
 from relreps.cache import cache_dir
-from relreps.errors import RelrepsError
+from relreps.errors import OptionError, RelrepsError, RunFolderError
 from relreps.experiments import Results, RunContext
 from relreps.experiments.base import write_results
+from relreps.runs import INCOMPLETE, MARKER
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 DUMMY = '''
 """A dummy experiment for the runner tests."""
@@ -26,6 +32,8 @@ from relreps.experiments import Results
 
 NAME = "dummy-exp"
 DESCRIPTION = "A dummy experiment that records its context."
+OPTIONS = {"k": "a number (2)", "name": "a name", "method": "a method", "fail": "1 raises",
+           "figure": "figure name (line)"}
 
 
 def run(ctx):
@@ -33,11 +41,14 @@ def run(ctx):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    open(ctx.out.parent / "dummy-ran", "a").write("x")
     draw = float(np.random.rand())  # the runner seeds the global generators
     fig, ax = plt.subplots()
     ax.plot([0, 1], [draw, draw])
-    fig.savefig(ctx.figure_path("line"))
+    fig.savefig(ctx.figure_path(ctx.options.get("figure", "line")))
     plt.close(fig)
+    if ctx.options.get("fail"):
+        raise RuntimeError("experiment failed half-way")
     rows = [{"seed": s, "scale": ctx.scale, "value": np.float64(s + draw)} for s in ctx.seeds(3)]
     return Results(rows=rows, tables={"Values": "| a |\\n|---|\\n| 1 |"},
                    figures=["line.png"], summary={"draw": draw, "options": ctx.options},
@@ -60,6 +71,8 @@ def dummy_experiments(tmp_path, monkeypatch):
     pkg.mkdir()
     (pkg / "dummy.py").write_text(textwrap.dedent(DUMMY))
     (pkg / "_private.py").write_text('NAME = "hidden"\n')
+    (pkg / "bare.py").write_text('NAME = "bare-exp"\nDESCRIPTION = "no OPTIONS"\n'
+                                 'def run(ctx):\n    raise AssertionError("must not run")\n')
     (pkg / "helper.py").write_text('"""no NAME: not an experiment"""\nX = 1\n')
     monkeypatch.setattr(experiments, "__path__", [str(pkg)])
     monkeypatch.delitem(sys.modules, "relreps.experiments.dummy", raising=False)
@@ -146,16 +159,20 @@ def test_available_lists_the_real_experiments_without_importing_them():
         experiments.get("no-such-experiment")
     with pytest.raises(RelrepsError, match="scale must be one of"):
         experiments.run_experiment(next(iter(found), "x"), scale="huge")
+    with pytest.raises(RelrepsError, match="seed must be >= 0"):
+        experiments.run_experiment(next(iter(found), "x"), seed=-1)
 
 
 def test_discovery_reads_name_and_description(dummy_experiments):
     assert experiments.available() == {
-        "dummy-exp": "A dummy experiment that records its context."}
+        "bare-exp": "no OPTIONS", "dummy-exp": "A dummy experiment that records its context."}
     assert "relreps.experiments.dummy" not in sys.modules  # listed without importing
     module = experiments.get("dummy-exp")
     assert module.NAME == "dummy-exp" and callable(module.run)
-    with pytest.raises(RelrepsError, match="available: dummy-exp"):
+    with pytest.raises(RelrepsError, match="available: bare-exp, dummy-exp"):
         experiments.get("hidden")
+    assert experiments.options("dummy-exp")["k"] == "a number (2)"
+    assert experiments.options("bare-exp") == {}
 
 
 def test_run_experiment_writes_everything_and_is_seeded(dummy_experiments, tmp_path):
@@ -175,6 +192,91 @@ def test_run_experiment_writes_everything_and_is_seeded(dummy_experiments, tmp_p
     again = experiments.run_experiment("dummy-exp", seed=5, out=tmp_path / "again")
     other = experiments.run_experiment("dummy-exp", seed=6, out=tmp_path / "other")
     assert again.summary["draw"] == res.summary["draw"] != other.summary["draw"]
+    assert res.out == out and again.out == tmp_path / "again"
+
+
+def test_default_output_folders_are_fresh(dummy_experiments, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    a = experiments.run_experiment("dummy-exp", scale="smoke")
+    b = experiments.run_experiment("dummy-exp", scale="smoke")
+    assert (a.out, b.out) == (Path("runs/dummy-exp-smoke"), Path("runs/dummy-exp-smoke-2"))
+    assert (b.out / "results.json").exists()
+
+
+def test_unknown_options_are_refused_before_anything_runs(dummy_experiments, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(OptionError, match="unknown option 'kk' .*known: k, name, method, fail"):
+        experiments.run_experiment("dummy-exp", out=out, options={"kk": 1})
+    with pytest.raises(OptionError, match="does not take --method .*it takes no options"):
+        experiments.run_experiment("bare-exp", out=out, options={"method": "m"})
+    with pytest.raises(OptionError, match="unknown option 'x' .*it takes no options"):
+        experiments.run_experiment("bare-exp", out=out, options={"x": 1})
+    assert not out.exists() and not (tmp_path / "dummy-ran").exists()
+
+
+def test_run_folder_rules_for_experiments(dummy_experiments, tmp_path):
+    out = tmp_path / "run"
+    experiments.run_experiment("dummy-exp", seed=0, out=out, options={"figure": "seed0"})
+    with pytest.raises(RunFolderError, match="not empty"):
+        experiments.run_experiment("dummy-exp", seed=5, out=out)
+    # a run that fails half-way leaves the previous results untouched and no new figure
+    with pytest.raises(RuntimeError, match="half-way"):
+        experiments.run_experiment("dummy-exp", seed=5, out=out, force=True,
+                                   options={"fail": 1, "figure": "seed5"})
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "meta.json", "results.json",
+                                                     "results.md", "seed0.png"]
+    assert _strict_json(out / "meta.json")["seed"] == 0
+    # --force replaces the whole run: no old figure beside the new results
+    experiments.run_experiment("dummy-exp", seed=5, out=out, force=True,
+                               options={"figure": "seed5"})
+    assert "seed0.png" not in {p.name for p in out.iterdir()}
+    assert _strict_json(out / "meta.json")["seed"] == 5
+    # a fresh folder whose run fails is clearly marked incomplete
+    fresh = tmp_path / "fresh"
+    with pytest.raises(RuntimeError):
+        experiments.run_experiment("dummy-exp", out=fresh, options={"fail": 1})
+    assert sorted(p.name for p in fresh.iterdir()) == [MARKER, INCOMPLETE]
+
+
+def test_unwritable_cache_fails_before_the_run(dummy_experiments, tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    monkeypatch.setenv("RELREPS_CACHE", str(blocker / "cache"))
+    with pytest.raises(RunFolderError, match="RELREPS_CACHE"):
+        experiments.run_experiment("dummy-exp", out=tmp_path / "out")
+    assert not (tmp_path / "dummy-ran").exists()
+
+
+# --------------------------------------------------------------------------- OPTIONS literals
+
+def _module_config_keys() -> dict[str, set[str]]:
+    """The option keys each real experiment's code accepts (from its configuration tables)."""
+    from relreps.experiments import compare, graphs, images, text, word_embeddings
+
+    benches = ("digits", "ag_news", "trec", "images")
+    return {
+        "text": set(text.SIZES["full"]) | {"only_encode"},
+        "images": set(images.CONFIGS["full"]) | {"parts"},
+        "word-embeddings": set(word_embeddings.CONFIG["full"]) - {"train"}
+        | set(word_embeddings.TRAIN_KEYS),
+        "graphs": set(graphs._PLANS["full"]) | {"threads"},
+        "compare": {"benchmarks", "seeds", "sweep", "sweep_spaces", "text_encoders",
+                    "images_source"} | {f"{b}_anchors" for b in benches}
+        | {f"{b}_C" for b in benches if b in compare._SETTINGS["full"]},
+        "demo": set(),
+    }
+
+
+def test_every_experiment_declares_the_options_it_reads():
+    declared = {name: set(experiments.options(name)) for name in experiments.available()}
+    assert declared == _module_config_keys()
+    for name in declared:  # a literal: readable without importing the module
+        src = Path(experiments.__file__).parent
+        mod = next(p for p in src.glob("*.py") if f'NAME = "{name}"' in p.read_text())
+        tree = ast.parse(mod.read_text())
+        node = next(n for n in tree.body if isinstance(n, (ast.Assign, ast.AnnAssign))
+                    and getattr(n, "target", getattr(n, "targets", [None])[0]).id == "OPTIONS")
+        assert isinstance(ast.literal_eval(node.value), dict)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -194,10 +296,88 @@ def test_cli_list_and_run_dummy(dummy_experiments, tmp_path, capsys):
                      "--opt", "name=abc", "--method", "relative"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "## Values" in printed and "Wrote" in printed and "1 figure" in printed
+    assert "## Values" in printed and f"Wrote {out}" in printed and "1 figure" in printed
     meta = _strict_json(out / "meta.json")
     assert meta["options"] == {"k": 3, "name": "abc", "method": "relative"}
-    assert meta["seed"] == 2 and meta["scale"] == "smoke"
+    assert meta["seed"] == 2 and meta["scale"] == "full"  # run and demo default to full
+
+
+def test_cli_run_help_lists_the_options(dummy_experiments, capsys):
+    assert cli.main(["run", "dummy-exp", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "options of dummy-exp" in out and "a number (2)" in out and "--scale" in out
+    assert "dummy-exp" in out and "bare-exp" in out  # the experiments are listed
+    assert cli.main(["run", "-h"]) == 0
+    assert "experiments:" in capsys.readouterr().out
+    assert cli.main(["run", "bare-exp", "-h"]) == 0
+    assert "(none: its sizes are fixed per scale)" in capsys.readouterr().out
+    assert cli.main(["run", "nope", "--help"]) == 2
+    assert "unknown experiment 'nope'" in capsys.readouterr().err
+
+
+def test_cli_defaults_and_help_texts():
+    parser = cli.build_parser()
+    for cmd in ("run", "demo"):
+        sub = parser.parse_args([cmd, "x"] if cmd == "run" else [cmd])
+        assert sub.scale == "full" and sub.seed == 0
+    text = cli.build_parser().format_help()
+    for cmd in ("compare", "stitch", "embed", "demo", "list", "run"):
+        assert cmd in text
+    helps = {a.dest: a.help for a in cli.build_parser().commands["run"]._actions}
+    assert "30 min" in helps["scale"] and "seed" in helps["seed"]
+
+
+def test_cli_version(capsys):
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"relreps {relreps.__version__}"
+
+
+def _run_cli(args, env=None):
+    code = ("import sys; from relreps.cli import main; rc = main(sys.argv[1:]); "
+            "heavy = [m for m in ('torch', 'sklearn') if m in sys.modules]; "
+            "print('HEAVY', heavy, file=sys.stderr); sys.exit(rc)")
+    full_env = dict(os.environ, PYTHONPATH=SRC, **(env or {}))
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env=full_env, timeout=120)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["list"], ["run", "text", "--help"],
+                                  ["run", "--help"], ["--version"], ["compare", "--help"]])
+def test_quick_commands_import_neither_torch_nor_sklearn(args):
+    r = _run_cli(args)
+    assert r.returncode == 0, r.stderr
+    assert "HEAVY []" in r.stderr, r.stderr
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    cases = [(["run", "demo", "--opt", "epochs=3", "--out", str(tmp_path / "o")],
+              "unknown option 'epochs'"),
+             (["run", "demo", "--method", "x", "--out", str(tmp_path / "o")], "--method"),
+             (["run", "demo", "--out", ""], "--out is empty"),
+             (["run", "demo", "--scale", "huge"], "invalid choice"),
+             (["run", "demo", "--seed", "1.5"], "invalid int value"),
+             ([], "COMMAND"),
+             (["compare", "missing.npy", "other.npy"], "file not found: missing.npy")]
+    for args, expected in cases:
+        r = _run_cli(args)
+        lines = [ln for ln in r.stderr.splitlines() if not ln.startswith("HEAVY")]
+        assert r.returncode == 2, (args, r.stderr)
+        assert len(lines) == 1 and lines[0].startswith("relreps: error: "), (args, lines)
+        assert expected in lines[0], (args, lines)
+
+
+def test_unexpected_errors_exit_1_with_the_traceback_only_on_request(dummy_experiments,
+                                                                      tmp_path, capsys,
+                                                                      monkeypatch):
+    out = tmp_path / "o"
+    assert cli.main(["run", "dummy-exp", "--opt", "fail=1", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unexpected RuntimeError: experiment failed half-way" in err[0]
+    assert "RELREPS_DEBUG=1" in err[0]
+    monkeypatch.setenv("RELREPS_DEBUG", "1")
+    assert cli.main(["run", "dummy-exp", "--opt", "fail=1", "--out", str(out),
+                     "--force"]) == 1
+    assert "Traceback" in capsys.readouterr().err
 
 
 def test_cli_errors(dummy_experiments, tmp_path, capsys):
@@ -205,8 +385,10 @@ def test_cli_errors(dummy_experiments, tmp_path, capsys):
     assert "unknown experiment 'nope'" in capsys.readouterr().err
     assert cli.main(["run", "dummy-exp", "--opt", "novalue", "--out", str(tmp_path)]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        cli.main(["run", "dummy-exp", "--scale", "huge"])
+    assert cli.main(["run", "dummy-exp", "--scale", "huge"]) == 2
+    assert capsys.readouterr().err.startswith("relreps: error: argument --scale")
+    assert cli.main(["run"]) == 2
+    assert "EXPERIMENT is required" in capsys.readouterr().err
 
 
 def test_package_exports():

@@ -4,9 +4,12 @@ An experiment is a module in `relreps.experiments` that defines
 
     NAME: str                 # the CLI name, e.g. "word-embeddings"
     DESCRIPTION: str          # one line for `relreps list`
+    OPTIONS: dict[str, str]   # every --opt KEY it reads -> help text with defaults per scale,
+                              # a literal (read without importing the module)
     def run(ctx: RunContext) -> Results
 
-`run_experiment` (the runner) calls it and writes into the output folder:
+`run_experiment` (the runner) refuses options not in OPTIONS, then calls `run` and writes into
+the output folder (a fresh or replaced run folder, see `relreps.runs`, committed at the end):
 `results.json` (rows + summary), `results.md` (the tables), the PNG figures the experiment saved
 through `ctx.figure_path`, and `meta.json` (versions, seed, scale, wall time).
 """
@@ -25,7 +28,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
 
 from relreps.cache import atomic_write_bytes, cache_dir
 
@@ -74,9 +76,12 @@ class Results:
     figures: list[str] = field(default_factory=list)  # file names inside ctx.out
     summary: dict[str, Any] = field(default_factory=dict)  # headline numbers, goals met, ...
     notes: list[str] = field(default_factory=list)  # caveats printed under the tables
+    out: Path | None = None  # the run folder, set by the runner once the results are committed
 
 
 def seed_everything(seed: int) -> None:
+    import torch  # imported here: listing experiments and --help must not load torch
+
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
@@ -110,6 +115,8 @@ def _jsonable(x: Any) -> Any:
 
 
 def write_results(ctx: RunContext, name: str, results: Results, wall_time: float) -> None:
+    import torch
+
     ctx.out.mkdir(parents=True, exist_ok=True)
     payload = {"experiment": name, "scale": ctx.scale, "seed": ctx.seed,
                "summary": results.summary, "rows": results.rows}

@@ -33,6 +33,24 @@ from relreps.experiments.base import Results, RunContext
 NAME = "compare"
 DESCRIPTION = ("methods beyond the paper (translation, product of invariances, best-aligned and "
                "sparse anchors) vs cosine relative stitching on digits, text and images")
+#: `--opt` keys this experiment reads -> help (defaults per scale).
+OPTIONS: dict[str, str] = {
+    "benchmarks": "comma list of digits, ag_news, trec, text (= both), images (smoke digits; "
+                  "full digits,text,images)",
+    "seeds": "number of anchor seeds (smoke 2, full 3)",
+    "sweep": "0 skips the anchor-count sweep (default 1)",
+    "sweep_spaces": "encoders taking part in the sweep (smoke 2, full 3)",
+    "text_encoders": "comma list of text encoders (default minilm-l6,minilm-l3,e5-small)",
+    "images_source": "test (default: CIFAR-10 test subset split 60/40) or train+test",
+    "digits_anchors": "anchors on digits (smoke 64, full 64)",
+    "ag_news_anchors": "anchors on AG News (smoke 48, full 300)",
+    "trec_anchors": "anchors on TREC (smoke 48, full 300)",
+    "images_anchors": "anchors on images (smoke 100, full 300)",
+    "digits_C": "logistic-regression C of the digits head (1.0)",
+    "ag_news_C": "logistic-regression C of the AG News head (0.01)",
+    "trec_C": "logistic-regression C of the TREC head (0.01)",
+    "images_C": "logistic-regression C of the images head (0.01)",
+}
 
 # Text sizes match the text experiment's fixed subsets (issue 5), so the embedding cache is shared.
 _TEXT_SIZES = {"smoke": {"ag_news": (200, 120), "trec": (200, 120),

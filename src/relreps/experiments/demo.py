@@ -17,6 +17,8 @@ from relreps.experiments.base import Results, RunContext
 
 NAME = "demo"
 DESCRIPTION = "digits: two seeds, absolute vs relative latent spaces and zero-shot stitching"
+#: `--opt` keys this experiment reads (none: its sizes are fixed per scale).
+OPTIONS: dict[str, str] = {}
 
 _SIZES = {"smoke": {"epochs": 15, "anchors": 64, "seeds": 2},
           "full": {"epochs": 80, "anchors": 128, "seeds": 5}}

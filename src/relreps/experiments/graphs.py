@@ -31,6 +31,23 @@ from relreps.experiments.base import Results, RunContext
 NAME = "graphs"
 DESCRIPTION = ("Relative GNNs on Cora/CiteSeer: absolute vs relative accuracy, latent similarity "
                "vs performance over a model sweep, anchor counts, GNN stitching")
+#: `--opt` keys this experiment reads -> help (defaults per scale).
+OPTIONS: dict[str, str] = {
+    "datasets": "comma list of graphs (smoke synthetic, full Cora,CiteSeer)",
+    "seeds": "training seeds per model (smoke 3, full 10)",
+    "epochs": "training epochs (smoke 60, full 200)",
+    "anchors": "anchor nodes per data set (smoke 40, full 300)",
+    "sweep_models": "models in the sweep (smoke 10, full 200)",
+    "sweep_epochs": "comma list of epochs recorded in the sweep (smoke 5,10,20, full 25,50,100)",
+    "sweep_dataset": "data set of the sweep (smoke synthetic, full Cora)",
+    "ref_epochs": "epochs of the sweep's reference model (smoke 80, full 200)",
+    "anchor_counts": "comma list of anchor counts (smoke 1,2,5,10,20,40, full 1..300)",
+    "anchor_seeds": "anchor draws per count (smoke 1, full 3)",
+    "stitch_seeds": "seeds in the stitching part (smoke 3, full 10)",
+    "bootstrap": "bootstrap resamples of the correlations (smoke 300, full 2000)",
+    "patience": "early-stopping patience in epochs (smoke 30, full 40)",
+    "threads": "torch threads (smoke 1, full torch's default)",
+}
 
 _PLANS: dict[str, dict[str, Any]] = {
     "smoke": {"datasets": ["synthetic"], "seeds": 3, "epochs": 60, "anchors": 40,

@@ -17,6 +17,33 @@ from relreps.experiments.base import Results, RunContext
 NAME = "images"
 DESCRIPTION = ("MNIST/Fashion-MNIST/CIFAR-10: AE/VAE zero-shot stitching, CNN and frozen "
                "EfficientNet classifiers with/without the relative layer, Lite0<->Lite2 stitching")
+#: `--opt` keys this experiment reads -> help (defaults per scale).
+OPTIONS: dict[str, str] = {
+    "parts": "comma list of parts to run: 1 AE/VAE, 2 relative layer, 3 EfficientNet (1,2,3)",
+    "seeds": "seeds (smoke 2, full 3)",
+    "datasets": "comma list of mnist, fashion-mnist, cifar10 (all three)",
+    "ae_n_train": "AE/VAE training images (smoke 200, full 2000)",
+    "ae_n_test": "AE/VAE test images (smoke 100, full 1000)",
+    "ae_epochs": "AE/VAE epochs on MNIST/Fashion-MNIST (smoke 2, full 8)",
+    "ae_epochs_cifar": "AE/VAE epochs on CIFAR-10 (smoke 2, full 6)",
+    "ae_anchors": "AE/VAE anchors (smoke 50, full 500)",
+    "ae_latent": "AE/VAE latent width (32)",
+    "ae_lr": "AE/VAE learning rate (2e-3)",
+    "kl_weight": "VAE KL weight (0.05)",
+    "ae_batch_size": "AE/VAE batch size (smoke 64, full 32)",
+    "ae_models": "comma list of AE, VAE (AE,VAE)",
+    "cnn_n_train": "CNN training images (smoke 300, full 5000)",
+    "cnn_n_test": "CNN test images (smoke 200, full 1000)",
+    "cnn_epochs": "CNN epochs (smoke 2, full 6)",
+    "cnn_anchors": "CNN relative-layer anchors (smoke 50, full 300)",
+    "cnn_lr": "CNN learning rate (2e-3)",
+    "cifar_n_train": "EfficientNet part: CIFAR-10 training images (smoke 200, full 1000)",
+    "cifar_n_test": "EfficientNet part: CIFAR-10 test images (smoke 100, full 1000)",
+    "cifar_resolution": "EfficientNet input resolution, 0 = native (smoke 64, full 0)",
+    "cifar_anchors": "EfficientNet part anchors (smoke 50, full 500)",
+    "head_epochs": "epochs of the heads on frozen features (smoke 10, full 40)",
+    "batch_size": "batch size of the CNN and heads (64)",
+}
 
 DATA_SEED = 0  # subsamples of the data sets do not change with the run seed (feature cache)
 

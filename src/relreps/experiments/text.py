@@ -23,6 +23,21 @@ from relreps.experiments.base import Results, RunContext
 NAME = "text"
 DESCRIPTION = ("Text: zero-shot stitching across encoders (AG News, TREC; MiniLM-L6/L3, MPNet, e5) "
                "and across languages (English <-> Hindi, English -> Portuguese)")
+#: `--opt` keys this experiment reads -> help (defaults per scale).
+OPTIONS: dict[str, str] = {
+    "ag_train": "AG News training texts (smoke 120, full 1000)",
+    "ag_test": "AG News test texts (smoke 60, full 600)",
+    "trec_train": "TREC training questions (smoke 120, full 1000)",
+    "trec_test": "TREC test questions (smoke 60, full 499)",
+    "n_anchors": "anchors of the cross-encoder part (smoke 32, full 768)",
+    "seeds": "anchor seeds (smoke 2, full 5)",
+    "encoders": "comma list of encoders (smoke minilm-l6,minilm-l3,e5-small, full adds mpnet)",
+    "xl_pool": "cross-lingual anchor pool size (smoke 40, full 800)",
+    "xl_anchors": "cross-lingual anchors (smoke 32, full 512)",
+    "pt_test": "Portuguese test texts (smoke 24, full 400)",
+    "head": "classifier head, e.g. logreg-c0.01, logreg, mlp (logreg-c0.01)",
+    "only_encode": "1: only embed and cache the texts, no stitching (default off)",
+}
 
 #: Sizes per scale; every entry can be overridden with `--opt KEY=VALUE`.
 SIZES: dict[str, dict[str, Any]] = {

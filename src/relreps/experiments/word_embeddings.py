@@ -31,6 +31,34 @@ from relreps.experiments.base import Results, RunContext
 NAME = "word-embeddings"
 DESCRIPTION = ("Word2Vec vs FastText (trained offline) and pretrained word spaces: Jaccard@5, "
                "MRR@5, cosine, CKA, absolute vs relative, anchor strategies (Table 1 + appendix)")
+#: `--opt` keys this experiment reads -> help (defaults per scale).
+OPTIONS: dict[str, str] = {
+    "corpus": "training corpus: lee or gcide+wordnet (smoke lee, full gcide+wordnet)",
+    "spaces": "comma list of spaces (smoke word2vec,fasttext; full adds glove-6b-50d, "
+              "wordllama, minilm-l6, mpnet)",
+    "n_words": "shared vocabulary size (smoke 1000, full 20000)",
+    "n_anchors": "anchor words (smoke 100, full 300)",
+    "n_seeds": "anchor seeds (smoke 2, full 10)",
+    "n_queries": "query words of Jaccard/MRR, 0 = all (smoke 0, full 500)",
+    "heatmap_seeds": "seeds in the heatmap figure (smoke 1, full 3)",
+    "top_n": "comma list of top-N frequency pools of the anchor strategies (smoke 200,500,800; "
+             "full 1000,5000,10000)",
+    "skip": "most frequent words dropped from the vocabulary (0)",
+    "glove_filter": "keep only words in GloVe's vocabulary (smoke false, full true)",
+    "figure_words": "words drawn in the figure (6)",
+    "threads": "BLAS/torch threads (1)",
+    "cka_words": "words used for CKA, 0 = all (smoke 0, full 5000)",
+    "vector_size": "Word2Vec/FastText width (smoke 32, full 100)",
+    "sg": "1 skip-gram, 0 CBOW (1)",
+    "window": "context window (5)",
+    "negative": "negative samples (5)",
+    "min_count": "minimum word count (smoke 3, full 5)",
+    "sample": "down-sampling threshold (smoke 1e-3, full 1e-4)",
+    "alpha": "initial learning rate (0.025)",
+    "epochs": "training epochs (smoke 20, full 10)",
+    "seed": "gensim's training seed (0)",
+    "workers": "gensim worker threads (2)",
+}
 
 K = 5
 #: Settings per scale; `--opt key=value` overrides any of them (see `_config`).
