@@ -238,3 +238,19 @@ def test_expected_class_is_checked(data, tmp_path):
 
 def test_top_level_names():
     assert relreps.persistence.save is save and relreps.persistence.load is load
+
+
+def test_array_shapes_and_dtypes_are_kept_exactly(tmp_path):
+    """0-d, empty, Fortran-ordered and boolean arrays come back as they were written."""
+    from relreps.persistence import _check_arrays, _pack, _read_safetensors
+
+    arrays = {"scalar": np.float64(2.5), "zero_d": np.array(3, dtype=np.int32),
+              "empty": np.zeros((0, 4), np.float32), "fortran": np.asfortranarray(
+                  np.arange(6.0).reshape(2, 3)), "mask": np.array([True, False])}
+    clean = _check_arrays(arrays, "test")
+    (tmp_path / "a.safetensors").write_bytes(_pack("AnchorSet", {}, arrays))
+    _, back = _read_safetensors(tmp_path / "a.safetensors")
+    for k, v in arrays.items():
+        v = np.asarray(v)
+        assert clean[k].shape == back[k].shape == v.shape and back[k].dtype == v.dtype, k
+        np.testing.assert_array_equal(back[k], v)

@@ -168,7 +168,7 @@ def labels_state(labels: Any, name: str) -> tuple[dict[str, Any], dict[str, np.n
     if arr.ndim != 1:
         raise FormatError(f"{name} must be 1-D")
     if arr.dtype.kind in "biuf":
-        return {"kind": "array"}, {name: np.ascontiguousarray(arr)}
+        return {"kind": "array"}, {name: _c_order(arr)}
     values = arr.tolist()
     if arr.dtype.kind in "UO" and all(isinstance(v, str) for v in values):
         return {"kind": "str", "values": values, "object": arr.dtype.kind == "O"}, {}
@@ -198,9 +198,9 @@ def head_state(head: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """A fitted classifier head as (config, arrays).
 
     Supported: the pipelines of :func:`relreps.stitching.make_head` (StandardScaler +
-    LogisticRegression or CVLogisticRegression), :class:`relreps.nn.TorchClassifier` with its
-    default module, and any allowlisted object with its own ``_relreps_state``. Anything else is
-    a FormatError: it would need pickle.
+    LogisticRegression or CVLogisticRegression) and any allowlisted object with its own
+    ``_relreps_state`` (:class:`relreps.nn.TorchClassifier`, the ``"mlp"`` head). Anything else
+    is a FormatError: it would need pickle.
     """
     own = getattr(head, "_relreps_state", None)
     name = type(head).__name__
@@ -242,22 +242,7 @@ def head_state(head: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
                      else None}
         arrays.update({"lr.coef": lr.coef_, "lr.intercept": lr.intercept_,
                        "lr.n_iter": np.asarray(lr.n_iter_, dtype=np.int64)})
-        return cfg, {k: np.ascontiguousarray(v) for k, v in arrays.items()}
-    from torch import nn
-
-    from relreps.nn import RelativeClassifierHead, TorchClassifier
-
-    if type(head) is TorchClassifier and getattr(head, "module_factory", None) is None \
-            and isinstance(getattr(head, "module_", None), RelativeClassifierHead):
-        state = head.module_.state_dict()
-        cfg = {"kind": "mlp", "params": {k: _json_scalar(getattr(head, k)) for k in
-                                         ("epochs", "lr", "batch_size", "weight_decay",
-                                          "random_state")},
-               "hidden": int(head.module_.net[1].out_features),
-               "batch_norm": not isinstance(head.module_.net[3], nn.Identity),
-               "state_keys": list(state)}
-        arrays = {f"module.{k}": v.detach().cpu().numpy().copy() for k, v in state.items()}
-        return cfg, arrays
+        return cfg, {k: _c_order(v) for k, v in arrays.items()}
     raise FormatError(f"a head of type {type(head).__module__}.{type(head).__qualname__} cannot "
                       "be saved (it would need pickle); supported heads: 'logreg-cv', 'logreg', "
                       "'logreg-c<C>', 'mlp'")
@@ -272,13 +257,17 @@ def head_from_state(config: Any, arrays: dict[str, np.ndarray], *, n_features: i
         name = expect(config, "class", str)
         if name not in ALLOWLIST:
             raise FormatError(f"head class {name!r} is not loadable")
-        head = _from_state(_resolve_class(name), name, expect(config, "config", dict), arrays)
+        head = _from_state(_resolve_class(name), name, expect(config, "config", dict),
+                           dict(arrays))
         arrays.clear()
+        if getattr(head, "n_features_in_", n_features) != n_features or not np.array_equal(
+                np.asarray(getattr(head, "classes_", classes)), classes):
+            raise FormatError(f"the {name} head does not match the model (features "
+                              f"{getattr(head, 'n_features_in_', None)} vs {n_features}, or "
+                              "other classes)")
         return head
     if kind in ("logreg", "logreg-cv"):
         return _logreg_from_state(config, arrays, kind, n_features, classes)
-    if kind == "mlp":
-        return _mlp_from_state(config, arrays, n_features, classes)
     raise FormatError(f"unknown head kind {kind!r}")
 
 
@@ -302,10 +291,17 @@ def _digest(arrays: dict[str, np.ndarray]) -> str:
     """sha256 over every array's name, dtype, shape and bytes (safetensors has no checksum)."""
     h = hashlib.sha256()
     for k in sorted(arrays):
-        a = np.ascontiguousarray(arrays[k])
+        a = _c_order(arrays[k])
         h.update(json.dumps([k, a.dtype.str, list(a.shape)]).encode() + b"\0")
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def _c_order(a: Any) -> np.ndarray:
+    """`a` as a C-contiguous array of the same shape (``np.ascontiguousarray`` would turn a
+    0-d array into shape (1,))."""
+    a = np.asarray(a)
+    return a if a.flags.c_contiguous else a.copy(order="C")
 
 
 def _version() -> str:
@@ -373,7 +369,7 @@ def _check_arrays(arrays: Any, name: str) -> dict[str, np.ndarray]:
         if a.dtype.kind not in "biuf":
             raise FormatError(f"array {k!r} of {name} has dtype {a.dtype}; only numbers and "
                               "booleans can be saved")
-        out[k] = np.ascontiguousarray(a)
+        out[k] = _c_order(a)
     return out
 
 
@@ -528,39 +524,3 @@ def _array_nan_ok(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...
     if a.shape != shape or a.dtype.kind != "f":
         raise FormatError(f"array {key!r} has shape {a.shape} ({a.dtype}); expected {shape}")
     return a
-
-
-def _mlp_from_state(config: dict[str, Any], arrays: dict[str, np.ndarray], d: int,
-                    classes: np.ndarray) -> Any:
-    import torch
-
-    from relreps.nn import RelativeClassifierHead, TorchClassifier
-    from relreps.validation import check_int
-
-    p = expect(config, "params", dict)
-    params = {k: p.get(k) for k in ("epochs", "lr", "batch_size", "weight_decay",
-                                    "random_state")}
-    for k, v in params.items():
-        if not (v is None or isinstance(v, (int, float)) and not isinstance(v, bool)):
-            raise FormatError(f"mlp parameter {k} is {v!r}")
-    hidden = check_int(expect(config, "hidden", int), "hidden", min_value=1)
-    batch_norm = expect(config, "batch_norm", bool)
-    keys = expect(config, "state_keys", list)
-    clf = TorchClassifier(**params)
-    module = RelativeClassifierHead(d, len(classes), hidden=hidden, batch_norm=batch_norm)
-    want = module.state_dict()
-    if keys != list(want) or set(arrays) != {f"module.{k}" for k in want}:
-        raise FormatError(f"the mlp head's tensors {sorted(arrays)} do not match its module "
-                          f"({sorted(want)})")
-    state = {}
-    for k, ref in want.items():
-        a = arrays.pop(f"module.{k}")
-        if tuple(a.shape) != tuple(ref.shape) or a.dtype != ref.numpy().dtype:
-            raise FormatError(f"tensor {k!r} has shape {a.shape} ({a.dtype}); expected "
-                              f"{tuple(ref.shape)} ({ref.dtype})")
-        state[k] = torch.from_numpy(a)
-    module.load_state_dict(state, strict=True)
-    module.eval()
-    clf.module_ = module
-    clf.classes_ = classes
-    return clf
