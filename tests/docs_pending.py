@@ -20,15 +20,8 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-_SAVE_LOAD = (r"\brelreps\.(save|load)\b"
-              r"|\bfrom relreps(\.persistence)? import [^\n]*\b(save|load)\b|\brelreps stitch\b")
-_STITCHED = r"\bStitchedClassifier\b|\brelreps stitch\b"
-
 # dotted name of a module or of a module-level object -> regex of the documentation code using it
 PENDING: dict[str, str] = {
-    "relreps.stitching.StitchedClassifier": _STITCHED,
-    "relreps.persistence.save": _SAVE_LOAD,
-    "relreps.persistence.load": _SAVE_LOAD,
     "relreps.neighbors": r"\brelreps\.neighbors\b",
     "relreps.distributed": r"\brelreps\.distributed\b",
 }

@@ -99,3 +99,54 @@ def test_errors(data):
         normalize_rows(x, "zscore")
     with pytest.raises(RelrepsError):
         ProductRelativeLayer(n_anchors=3)(torch.zeros(2, 5) + 1, torch.ones(4, 5))
+
+
+def test_arguments_are_validated_with_named_errors(data):
+    from relreps.errors import InputTypeError
+
+    x, a = data
+    with pytest.raises(InputTypeError, match="similarities must be a sequence"):
+        product_projection(x, a, similarities="cosine")
+    with pytest.raises(RelrepsError, match="unknown similarity"):
+        product_projection(x, a, similarities=("cosine", "cosin"))
+    with pytest.raises(RelrepsError, match="weights\\[1\\] must be finite"):
+        product_projection(x, a, similarities=("cosine", "l1"), aggregation="weighted",
+                           weights=[1.0, float("nan")])
+    with pytest.raises(InputTypeError, match="weights\\[0\\] must be a number"):
+        product_projection(x, a, similarities=("cosine", "l1"), aggregation="weighted",
+                           weights=["a", 1.0])
+    with pytest.raises(RelrepsError, match="only used with aggregation='weighted'"):
+        product_projection(x, a, weights=[1, 1, 1, 1])
+    with pytest.raises(RelrepsError, match="chunk_size"):
+        product_projection(x, a, chunk_size=2.5)
+    with pytest.raises(RelrepsError, match="eps must be >= 0"):
+        normalize_rows(x, eps=-1.0)
+    with pytest.raises(RelrepsError, match="NaN or inf"):
+        normalize_rows(np.array([[1.0, np.nan]]))
+    layer = ProductRelativeLayer(n_anchors=7)
+    with pytest.raises(InputTypeError, match="x must be a torch tensor"):
+        layer(x, torch.tensor(a))
+    for bad in (dict(anchor_grad="some"), dict(normalization="z"), dict(n_anchors=2.5),
+                dict(aggregation="max")):
+        with pytest.raises(RelrepsError):
+            ProductRelativeLayer(**bad)
+
+
+def test_normalisation_is_scale_free_across_the_float_range():
+    rng = np.random.default_rng(0)
+    r = rng.normal(size=(4, 6))
+    for norm in ("standard", "l2"):
+        want = normalize_rows(r, norm)
+        for scale in (1e-300, 1e-30, 1e30, 1e300):
+            np.testing.assert_allclose(normalize_rows(r * scale, norm), want, rtol=1e-7,
+                                       atol=1e-7)
+        got32 = normalize_rows((r * 1e30).astype(np.float32), norm)
+        assert np.isfinite(got32).all()
+        np.testing.assert_allclose(got32, want, rtol=1e-4, atol=1e-5)
+
+
+def test_product_with_auto_centre_equals_the_decided_centring(data):
+    x, a = data
+    shifted_x, shifted_a = x + 8.0, a + 8.0  # anisotropic: auto centres
+    np.testing.assert_allclose(product_projection(shifted_x, shifted_a, center="auto"),
+                               product_projection(shifted_x, shifted_a, center="anchors"))

@@ -3,8 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from relreps.errors import RelrepsError
+from relreps.errors import InputTypeError, NonFiniteError, RelrepsError, ShapeError
 from relreps.losses import (
     RelativeSimilarityLoss,
     distill_relative,
@@ -70,3 +72,55 @@ def test_distillation_reduces_the_loss_and_transfers_the_head():
     assert hist[-1] < 0.5 * hist[0]
     assert out["student_stitched_accuracy"] > out["untrained_stitched_accuracy"] + 0.05
     assert out["student_stitched_accuracy"] > out["teacher_accuracy"] - 0.1
+
+
+def test_inputs_are_validated_with_named_errors():
+    t = torch.randn(4, 3)
+    with pytest.raises(InputTypeError, match="torch tensor"):
+        relative_alignment_loss(t.numpy(), t)
+    with pytest.raises(ShapeError):
+        relative_alignment_loss(t, torch.randn(4, 5))
+    with pytest.raises(RelrepsError, match="temperature"):
+        relative_alignment_loss(t, t, "kl", temperature=0.0)
+    with pytest.raises(NonFiniteError):
+        relative_alignment_loss(t, torch.full((4, 3), float("nan")))
+    with pytest.raises(RelrepsError, match="unknown similarity"):
+        RelativeSimilarityLoss(similarity="cosyne")
+    with pytest.raises(RelrepsError, match="center"):
+        RelativeSimilarityLoss(center="auto")
+    student = mlp_encoder(3, 2)
+    with pytest.raises(InputTypeError, match="nn.Module"):
+        distill_relative(lambda v: v, np.zeros((4, 3)), np.zeros((4, 2)), np.zeros((2, 3)))
+    with pytest.raises(ShapeError, match="features"):
+        distill_relative(student, np.zeros((4, 3)), np.zeros((4, 2)), np.zeros((2, 5)))
+    for bad in ({"epochs": 2.5}, {"batch_size": 0}, {"lr": -1.0}, {"seed": True}):
+        with pytest.raises(RelrepsError):
+            distill_relative(student, np.ones((4, 3)), np.ones((4, 2)), np.ones((2, 3)), **bad)
+    with pytest.raises(InputTypeError, match="latent_dim"):
+        mlp_encoder(3, "2")
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), scale=st.floats(1e-2, 1e3), shift=st.floats(-50, 50),
+       kind=st.sampled_from(["mse", "cosine"]))
+def test_mse_and_cosine_are_invariant_to_positive_row_affine_maps(seed, scale, shift, kind):
+    g = torch.Generator().manual_seed(seed)
+    teacher = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    student = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    base = float(relative_alignment_loss(student, teacher, kind))
+    moved = float(relative_alignment_loss(scale * student + shift, teacher, kind))
+    assert moved == pytest.approx(base, rel=1e-5, abs=1e-9)  # eps=1e-8 in the row std
+    assert float(relative_alignment_loss(-student, teacher, kind)) != pytest.approx(base)
+
+
+def test_distillation_accepts_tensors_and_keeps_the_global_rng():
+    x = torch.randn(20, 3, generator=torch.Generator().manual_seed(0))
+    teacher = mlp_encoder(3, 4, seed=0)
+    with torch.no_grad():
+        t_rel = relative_projection(teacher(x), teacher(x[:5]))
+    torch.manual_seed(7)
+    expected = torch.rand(1)
+    torch.manual_seed(7)
+    hist = distill_relative(mlp_encoder(3, 2, seed=1), x, t_rel, x[:5], epochs=3, seed=0)
+    assert len(hist) == 3 and all(np.isfinite(hist))
+    assert torch.equal(torch.rand(1), expected)

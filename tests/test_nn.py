@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from relreps import relative_projection
-from relreps.errors import RelrepsError
+from relreps.errors import AnchorError, InputTypeError, NonFiniteError, RelrepsError
 from relreps.nn import (
     BatchFeatureNorm,
     RelativeClassifierHead,
@@ -228,3 +228,223 @@ def test_torch_classifier_params_and_custom_module():
     clf.fit(x, y)
     assert built == [(4, 3)]
     assert (clf.predict(x) == y).mean() > 0.9
+
+
+# --------------------------------------------------------------------------- fixed anchors
+
+def _fixed_layer(**kw):
+    x, a = _latents(n=12, k=6, d=5)
+    return x, a, RelativeLayer(anchors=a, **kw)
+
+
+@pytest.mark.parametrize("center", [None, "anchors"])
+def test_fixed_anchors_forward_needs_no_anchors(center):
+    x, a, layer = _fixed_layer(center=center)
+    torch.testing.assert_close(layer(x), relative_projection(x, a, center=center), rtol=0,
+                               atol=0)
+    assert layer.has_fixed_anchors and layer.n_anchors is None  # any count may follow
+    keys = set(layer.state_dict())
+    assert keys == ({"anchors", "center_vector"} if center else {"anchors"})
+    if center == "anchors":
+        torch.testing.assert_close(layer.center_vector, a.mean(0))
+    # anchors are a detached copy: changing the caller's tensor changes nothing
+    a.add_(1.0)
+    torch.testing.assert_close(layer(x), relative_projection(x, a - 1.0, center=center))
+
+
+def test_set_anchors_and_clear_anchors():
+    x, a = _latents(k=5)
+    layer = RelativeLayer(center="anchors")
+    with pytest.raises(AnchorError, match="no anchors"):
+        layer(x)
+    assert layer.set_anchors(a) is layer and layer.has_fixed_anchors
+    torch.testing.assert_close(layer(x), relative_projection(x, a, center="anchors"))
+    # anchors passed to forward still win, centred on their own mean
+    b = torch.randn(7, 4)
+    torch.testing.assert_close(layer(x, b), relative_projection(x, b, center="anchors"))
+    layer.clear_anchors()
+    assert layer.anchors is None and layer.center_vector is None
+    assert layer.state_dict() == {}
+    with pytest.raises(AnchorError, match="built for 5 anchors"):
+        RelativeLayer(normalization="layernorm", n_anchors=5).set_anchors(torch.randn(4, 4))
+
+
+def test_fixed_anchors_with_layernorm_infers_n_anchors():
+    x, a, layer = _fixed_layer(normalization="layernorm")
+    assert isinstance(layer.norm, nn.LayerNorm) and layer.norm.normalized_shape == (6,)
+    assert layer(x).shape == (12, 6)
+
+
+def test_center_vector_is_a_buffer():
+    x, a = _latents()
+    vec = torch.randn(4)
+    layer = RelativeLayer(center=vec, anchors=a)
+    assert layer.center == "vector" and "center_vector" in layer.state_dict()
+    torch.testing.assert_close(layer(x), relative_projection(x, a, center=vec))
+    # the vector also applies to anchors passed to forward
+    b = torch.randn(3, 4)
+    torch.testing.assert_close(layer(x, b), relative_projection(x, b, center=vec))
+    with pytest.raises(AnchorError, match="centre vector has 4"):
+        layer.set_anchors(torch.randn(5, 3))
+
+
+def test_center_auto_decides_once_on_the_fixed_anchors():
+    g = torch.Generator().manual_seed(0)
+    iso = torch.randn(50, 8, generator=g)
+    aniso = iso + 6.0  # a common direction: mean pairwise cosine near 1
+    x = torch.randn(10, 8, generator=g) + 6.0
+    assert RelativeLayer(center="auto", anchors=iso).center_vector is None
+    layer = RelativeLayer(center="auto", anchors=aniso)
+    torch.testing.assert_close(layer.center_vector, aniso.mean(0))
+    torch.testing.assert_close(layer(x), relative_projection(x, aniso, center="anchors"))
+    # the decision is kept for anchors passed to forward
+    torch.testing.assert_close(layer(x, aniso[:20]),
+                               relative_projection(x, aniso[:20], center="anchors"))
+    with pytest.raises(AnchorError, match="decided once on fixed anchors"):
+        RelativeLayer(center="auto")(x, aniso)
+    with pytest.raises(RelrepsError, match="meta tensors"):
+        RelativeLayer(center="auto", anchors=aniso.to("meta"))
+
+
+def _config_strategy():
+    from hypothesis import strategies as st
+
+    return st.fixed_dictionaries({
+        "similarity": st.sampled_from(["cosine", "euclidean", "inner", "l1"]),
+        "center": st.sampled_from([None, "anchors", "auto"]),
+        "normalization": st.sampled_from(["none", "l2", "layernorm", "batchnorm"]),
+        "seed": st.integers(0, 2**16), "k": st.integers(2, 9), "d": st.integers(1, 6),
+        "offset": st.sampled_from([0.0, 5.0]),
+    })
+
+
+def test_state_dict_round_trip_into_a_fresh_layer_gives_identical_outputs():
+    from hypothesis import given, settings
+
+    @settings(max_examples=30, deadline=None)
+    @given(cfg=_config_strategy())
+    def check(cfg):
+        g = torch.Generator().manual_seed(cfg["seed"])
+        a = torch.randn(cfg["k"], cfg["d"], generator=g, dtype=torch.float64) + cfg["offset"]
+        x = torch.randn(9, cfg["d"], generator=g, dtype=torch.float64) + cfg["offset"]
+        kw = {k: cfg[k] for k in ("similarity", "center", "normalization")}
+        layer = RelativeLayer(anchors=a, **kw).double()
+        if layer.norm is not None:  # non-trivial learnable/running state
+            with torch.no_grad():
+                for p in layer.norm.parameters():
+                    p.uniform_(-2, 2, generator=g)
+            layer.train()(x)
+        layer.eval()
+        fresh = RelativeLayer(n_anchors=cfg["k"], **kw).double().eval()
+        fresh.load_state_dict(layer.state_dict())
+        assert torch.equal(fresh(x), layer(x))
+        assert set(fresh.state_dict()) == set(layer.state_dict())
+
+    check()
+
+
+def test_load_state_dict_refuses_a_different_centring():
+    x, a = _latents()
+    centred = RelativeLayer(center="anchors", anchors=a).state_dict()
+    with pytest.raises(RuntimeError, match="center_vector"):
+        RelativeLayer(center=None).load_state_dict(centred)  # unexpected key
+    plain = RelativeLayer(anchors=a).state_dict()
+    with pytest.raises(RuntimeError, match="center_vector"):
+        RelativeLayer(center="anchors").load_state_dict(plain)  # missing key
+
+
+def test_to_moves_and_casts_every_buffer():
+    x, a, layer = _fixed_layer(center="anchors", normalization="layernorm")
+    layer = layer.to(torch.float64)
+    assert layer.anchors.dtype == layer.center_vector.dtype == torch.float64
+    meta = layer.to("meta")
+    assert all(t.is_meta for t in meta.state_dict().values())
+
+
+def _projection_supports_meta() -> bool:
+    try:
+        relative_projection(torch.empty(2, 3, device="meta"), torch.empty(4, 3, device="meta"))
+        return True
+    except Exception:  # noqa: BLE001 - a projection without meta support
+        return False
+
+
+@pytest.mark.skipif(not _projection_supports_meta(),
+                    reason="relative_projection does not run on the meta device yet")
+@pytest.mark.parametrize("center", [None, "anchors"])
+def test_forward_on_meta_keeps_the_device(center):
+    x, a, layer = _fixed_layer(center=center, normalization="layernorm")
+    layer = layer.to("meta")
+    out = layer(x.to("meta"))
+    assert out.is_meta and out.shape == (12, 6)
+
+
+def test_numpy_is_a_named_type_error_everywhere():
+    x, a = _latents()
+    layer = RelativeLayer()
+    with pytest.raises(InputTypeError, match="torch.as_tensor"):
+        layer(x.numpy(), a)
+    with pytest.raises(InputTypeError, match="anchors is a numpy array"):
+        layer(x, a.numpy())
+    with pytest.raises(InputTypeError):
+        layer.set_anchors(a.numpy())
+    with pytest.raises(InputTypeError):
+        RelativeLayer(anchors=a.numpy())
+    with pytest.raises(InputTypeError, match="center"):
+        RelativeLayer(center=np.zeros(4))
+    enc = RelativeEncoder(nn.Linear(3, 4), torch.randn(5, 3))
+    with pytest.raises(InputTypeError, match="RelativeEncoder"):
+        enc(np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(InputTypeError, match="anchor_inputs"):
+        RelativeEncoder(nn.Linear(3, 4), np.zeros((5, 3)))
+    with pytest.raises(InputTypeError, match="nn.Module"):
+        RelativeEncoder(lambda t: t, torch.randn(5, 3))
+
+
+def test_layer_validates_its_arguments():
+    with pytest.raises(RelrepsError, match="unknown similarity"):
+        RelativeLayer(similarity="cosyne")
+    with pytest.raises(InputTypeError, match="n_anchors"):
+        RelativeLayer(normalization="layernorm", n_anchors=2.5)
+    with pytest.raises(InputTypeError, match="center"):
+        RelativeLayer(center="mean")
+    with pytest.raises(NonFiniteError):
+        RelativeLayer(anchors=torch.tensor([[0.0, float("nan")]]))
+
+
+# --------------------------------------------------------------------------- frozen encoder
+
+def test_encoder_freeze_anchors_encodes_once_and_round_trips():
+    torch.manual_seed(0)
+    enc = CountingEncoder()
+    anchor_inputs = torch.randn(6, 3)
+    x = torch.randn(10, 3)
+    model = RelativeEncoder(enc, anchor_inputs, RelativeLayer(center="anchors"))
+    live = model(x)
+    assert model.freeze_anchors() is model
+    calls = enc.calls
+    frozen = model(x)
+    assert enc.calls == calls + 1  # only the batch is encoded
+    torch.testing.assert_close(frozen, live)
+    sd = model.state_dict()
+    assert {"anchor_inputs", "layer.anchors", "layer.center_vector"} <= set(sd)
+    # inference: a fresh encoder of the same architecture, no anchor inputs at hand
+    fresh = RelativeEncoder(CountingEncoder(), layer=RelativeLayer(center="anchors"))
+    with pytest.raises(AnchorError, match="neither anchor_inputs nor fixed anchors"):
+        fresh(x)
+    fresh.load_state_dict(sd)
+    assert torch.equal(fresh(x), frozen)
+    model.unfreeze_anchors()
+    assert not model.layer.has_fixed_anchors
+    torch.testing.assert_close(model(x), live)
+
+
+def test_head_and_norm_validate_their_arguments():
+    with pytest.raises(InputTypeError, match="hidden"):
+        RelativeClassifierHead(4, 2, hidden=2.5)
+    with pytest.raises(RelrepsError, match="n_classes"):
+        RelativeClassifierHead(4, 0)
+    with pytest.raises(RelrepsError, match="eps"):
+        BatchFeatureNorm(eps=0.0)
+    with pytest.raises(InputTypeError, match="BatchFeatureNorm"):
+        BatchFeatureNorm()(np.zeros((3, 2)))

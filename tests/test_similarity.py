@@ -21,7 +21,9 @@ from relreps import relative_projection
 from relreps import similarity as S
 from relreps.errors import RelrepsError
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+# Translated spaces are anisotropic: the collapse warning is expected there.
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.filterwarnings("ignore::relreps.centering.AnisotropyWarning")]
 
 SIMILARITIES = S.available()
 DTYPES = [np.float32, np.float64]

@@ -51,7 +51,7 @@ def test_affine_without_scaling_learns_the_bias_lstsq_cannot():
     lin = LatentTranslator("lstsq", std_scaling=False).fit(a, b)
     assert aff.residual(a, b) < 1e-8
     assert lin.residual(a, b) > 0.5
-    np.testing.assert_allclose(aff.bias_.numpy(), 10.0, atol=1e-8)
+    np.testing.assert_allclose(aff.bias_, 10.0, atol=1e-8)
 
 
 def test_zero_padding_between_widths_keeps_the_embedded_subspace():
@@ -92,8 +92,8 @@ def test_std_scaling_matters_when_scales_differ():
 
 def test_errors():
     rng = np.random.default_rng(5)
-    with pytest.raises(RelrepsError):
-        LatentTranslator("sgd")
+    with pytest.raises(RelrepsError, match="method"):
+        LatentTranslator("sgd").fit(rng.normal(size=(5, 2)), rng.normal(size=(5, 2)))
     with pytest.raises(AnchorError):
         LatentTranslator().fit(rng.normal(size=(5, 2)), rng.normal(size=(6, 2)))
     with pytest.raises(RelrepsError):
@@ -103,3 +103,48 @@ def test_errors():
         tr.transform(np.zeros((2, 3)))
     with pytest.raises(RelrepsError):
         LatentTranslator().fit(torch.zeros(5, 2), np.zeros((5, 2)))
+
+
+@pytest.mark.parametrize("method", ["orthogonal", "lstsq", "affine"])
+@pytest.mark.parametrize("std_scaling", [True, False])
+def test_constant_target_features_keep_their_anchor_value(method, std_scaling):
+    rng = np.random.default_rng(6)
+    a = rng.normal(size=(20, 8))
+    b = np.hstack([a @ _orthogonal(8, rng)[:, :6], np.full((20, 1), 0.25),
+                   rng.normal(0, 1e-33, (20, 1))])  # a constant and a dead feature
+    tr = LatentTranslator(method, std_scaling=std_scaling).fit(a, b)
+    np.testing.assert_array_equal(tr.constant_features_, [6, 7])
+    out = tr.transform(rng.normal(0, 3, size=(50, 8)))
+    np.testing.assert_allclose(out[:, 6], 0.25, rtol=1e-12)
+    assert np.abs(out[:, 7]).max() < 1e-32
+    assert LatentTranslator(method).fit(a, b[:, :6]).constant_features_.size == 0
+    off = LatentTranslator(method, std_scaling=std_scaling, constant_rtol=0.0).fit(a, b)
+    assert off.constant_features_.size == 0
+    # a small but live feature (1e-3 of the others) is translated, not held
+    small = np.hstack([b[:, :6], 1e-3 * a[:, :1]])
+    assert LatentTranslator(method).fit(a, small).constant_features_.size == 0
+
+
+def test_orthogonal_into_a_space_with_dead_features_keeps_its_head():
+    """The minimal reproduction of issue 14.2 (scripts/translation_repro.py, part 1): B is a
+    noisy rotation of A plus three dead features (as all-MiniLM-L6-v2); a standardising head
+    fitted on B read orthogonally translated A at chance before the fix."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    d, n = 32, 1200
+    y = rng.integers(0, 4, n)
+    a = rng.normal(0, 0.4, (4, d))[y] + rng.normal(size=(n, d))
+    b = np.zeros((n, d + 3))
+    live = np.setdiff1d(np.arange(d + 3), [5, 17, 30])
+    b[:, live] = a @ _orthogonal(d, rng) + 0.3 * rng.normal(size=(n, d))
+    b[:, [5, 17, 30]] = rng.normal(0, 1e-33, (n, 3))
+    head = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=2000))
+    head.fit(b[:800], y[:800])
+    own = (head.predict(b[800:]) == y[800:]).mean()
+    anchors = rng.choice(800, 24, replace=False)  # fewer anchors than dimensions
+    tr = LatentTranslator("orthogonal").fit(a[anchors], b[anchors])
+    stitched = (head.predict(tr.transform(a[800:])) == y[800:]).mean()
+    assert stitched > own - 0.15 and stitched > 0.6  # chance is 0.25

@@ -24,8 +24,10 @@ from torch import nn
 
 from relreps import similarity as _sim
 from relreps._backend import Array, is_torch, same_kind
-from relreps.errors import RelrepsError
-from relreps.projection import relative_projection
+from relreps._numerics import pow2_scale
+from relreps.errors import InputTypeError, RelrepsError
+from relreps.projection import _project
+from relreps.validation import check_array, check_choice, check_float, check_int
 
 __all__ = ["DEFAULT_SIMILARITIES", "product_projection", "normalize_rows",
            "ProductRelativeLayer", "AGGREGATIONS", "NORMALIZATIONS"]
@@ -39,13 +41,20 @@ Normalization = Literal["standard", "l2", "none"]
 
 def normalize_rows(r: Array, normalization: Normalization = "standard", eps: float = 1e-8
                    ) -> Array:
-    """Normalise each row of a relative representation (numpy or torch, differentiable)."""
-    if normalization not in NORMALIZATIONS:
-        raise RelrepsError(f"normalization must be one of {NORMALIZATIONS}, "
-                           f"got {normalization!r}")
+    """Normalise each row of a relative representation (numpy or torch, differentiable).
+
+    Rows are first divided by a power of two of their magnitude (exact), so the normalisation is
+    the same at any scale of the similarities, from subnormal to the largest floats; `eps` guards
+    constant rows.
+    """
+    check_choice(normalization, "normalization", NORMALIZATIONS)
+    eps = check_float(eps, "eps", min_value=0.0)
+    r = check_array(r, "r", min_features=1)
     if normalization == "none":
         return r
     t = r if is_torch(r) else torch.from_numpy(np.asarray(r))
+    if not t.is_meta and t.numel():
+        t = t / pow2_scale(t)
     if normalization == "standard":
         t = t - t.mean(1, keepdim=True)
         if t.shape[1] > 1:
@@ -56,15 +65,16 @@ def normalize_rows(r: Array, normalization: Normalization = "standard", eps: flo
 
 
 def _check(similarities: Sequence[str], aggregation: str) -> list[str]:
+    if isinstance(similarities, str) or not isinstance(similarities, Sequence):
+        raise InputTypeError(f"similarities must be a sequence of similarity names, got "
+                             f"{similarities!r}")
     sims = list(similarities)
     if not sims:
         raise RelrepsError("a product of invariances needs at least one similarity")
-    if len(set(sims)) != len(sims):
-        raise RelrepsError(f"similarities repeat: {sims}")
-    for s in sims:
-        _sim.get(s)
-    if aggregation not in AGGREGATIONS:
-        raise RelrepsError(f"aggregation must be one of {AGGREGATIONS}, got {aggregation!r}")
+    names = [_sim.get(s).name for s in sims]
+    if len(set(names)) != len(names):
+        raise RelrepsError(f"similarities repeat: {names}")
+    check_choice(aggregation, "aggregation", AGGREGATIONS)
     return sims
 
 
@@ -77,22 +87,29 @@ def product_projection(x: Array, anchors: Array, *,
 
     Returns (n, k * len(similarities)) for ``"concat"`` (blocks in the order of `similarities`),
     otherwise (n, k). ``"weighted"`` sums the normalised projections with `weights` (required,
-    one per similarity). numpy in, numpy out; torch in, torch out (differentiable).
+    one finite number per similarity). numpy in, numpy out; torch in, torch out (differentiable).
+    `center` is any value :func:`relreps.relative_projection` takes (``"auto"`` decides once from
+    the anchors, the same for every similarity).
     """
     sims = _check(similarities, aggregation)
+    check_choice(normalization, "normalization", NORMALIZATIONS)
     same_kind(x, anchors, names=("x", "anchors"))
-    parts = [normalize_rows(relative_projection(x, anchors, similarity=s, center=center,
-                                                chunk_size=chunk_size), normalization)
-             for s in sims]
-    lib = torch if is_torch(x) else np
-    if aggregation == "concat":
-        return lib.concatenate(parts, 1) if lib is np else torch.cat(parts, 1)
+    w: list[float] | None = None
     if aggregation == "weighted":
-        if weights is None or len(weights) != len(sims):
+        if weights is None or isinstance(weights, str) or not hasattr(weights, "__len__") \
+                or len(weights) != len(sims):
             raise RelrepsError(f"aggregation='weighted' needs one weight per similarity "
                                f"({len(sims)}), got {weights!r}")
-        w = [float(v) for v in weights]
-    else:
+        w = [check_float(v, f"weights[{i}]") for i, v in enumerate(weights)]
+    elif weights is not None:
+        raise RelrepsError(f"weights are only used with aggregation='weighted', not "
+                           f"{aggregation!r}")
+    parts = [normalize_rows(_project(x, anchors, similarity=s, center=center,
+                                     chunk_size=chunk_size, warn=i == 0, stacklevel=4),
+                            normalization) for i, s in enumerate(sims)]
+    if aggregation == "concat":
+        return torch.cat(parts, 1) if is_torch(x) else np.concatenate(parts, 1)
+    if w is None:
         w = [1.0] * len(sims) if aggregation == "sum" else [1.0 / len(sims)] * len(sims)
     out = parts[0] * w[0]
     for p, wi in zip(parts[1:], w[1:]):
@@ -114,11 +131,9 @@ class ProductRelativeLayer(nn.Module):
                  anchor_grad: Literal["detach", "full"] = "detach") -> None:
         super().__init__()
         self.similarities = _check(similarities, aggregation)
-        if normalization not in NORMALIZATIONS:
-            raise RelrepsError(f"normalization must be one of {NORMALIZATIONS}, "
-                               f"got {normalization!r}")
-        if anchor_grad not in ("detach", "full"):
-            raise RelrepsError(f"anchor_grad must be 'detach' or 'full', got {anchor_grad!r}")
+        check_choice(normalization, "normalization", NORMALIZATIONS)
+        check_choice(anchor_grad, "anchor_grad", ("detach", "full"))
+        check_int(n_anchors, "n_anchors", min_value=1, allow_none=True)
         self.aggregation = aggregation
         self.normalization = normalization
         self.center = center
@@ -133,24 +148,29 @@ class ProductRelativeLayer(nn.Module):
             return None
         return self.n_anchors * (len(self.similarities) if self.aggregation == "concat" else 1)
 
-    def weights(self) -> torch.Tensor:
-        """Current aggregation weights, one per similarity."""
+    def weights(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """Current aggregation weights, one per similarity (learned ones on their device)."""
         n = len(self.similarities)
         if self.logits is not None:
             return torch.softmax(self.logits, 0)
-        return torch.full((n,), 1.0 if self.aggregation == "sum" else 1.0 / n)
+        return torch.full((n,), 1.0 if self.aggregation == "sum" else 1.0 / n, device=device)
 
     def forward(self, x: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        for name, t in (("x", x), ("anchors", anchors)):
+            if not is_torch(t):
+                raise InputTypeError(f"{name} must be a torch tensor (this is a torch module), "
+                                     f"got {type(t).__name__}; use product_projection for numpy")
         if self.anchor_grad == "detach":
             anchors = anchors.detach()
         if self.n_anchors is not None and anchors.shape[0] != self.n_anchors:
             raise RelrepsError(f"layer was built for {self.n_anchors} anchors, got "
                                f"{anchors.shape[0]}")
-        parts = [normalize_rows(relative_projection(x, anchors, similarity=s, center=self.center),
-                                self.normalization) for s in self.similarities]
+        parts = [normalize_rows(_project(x, anchors, similarity=s, center=self.center,
+                                         warn=False), self.normalization)
+                 for s in self.similarities]
         if self.aggregation == "concat":
             return torch.cat(parts, 1)
-        w = self.weights().to(dtype=parts[0].dtype, device=parts[0].device)
+        w = self.weights(parts[0].device).to(dtype=parts[0].dtype, device=parts[0].device)
         return (torch.stack(parts, 0) * w[:, None, None]).sum(0)
 
     def extra_repr(self) -> str:

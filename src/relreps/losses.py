@@ -25,15 +25,38 @@ import numpy as np
 import torch
 from torch import nn
 
-from relreps.errors import RelrepsError
+from relreps.errors import InputTypeError, NumericalError, ShapeError
 from relreps.invariances import normalize_rows
 from relreps.projection import relative_projection
+from relreps.validation import (
+    check_array,
+    check_choice,
+    check_float,
+    check_indices,
+    check_int,
+    check_labels,
+    check_same_rows,
+    is_torch,
+)
 
 __all__ = ["relative_alignment_loss", "RelativeSimilarityLoss", "distill_relative",
            "distillation_demo", "LOSS_KINDS", "mlp_encoder"]
 
 LOSS_KINDS = ("mse", "cosine", "kl")
 Kind = Literal["mse", "cosine", "kl"]
+
+
+def _tensor(x: Any, name: str) -> torch.Tensor:
+    """A 2-D real tensor (numpy is refused by name: a loss must not pick a device)."""
+    if not is_torch(x):
+        raise InputTypeError(f"{name} must be a torch tensor, got {type(x).__name__} (convert "
+                             f"it with torch.as_tensor({name}, device=...))")
+    return check_array(x, name)
+
+
+def _device(module: nn.Module) -> torch.device:
+    p = next(iter(module.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
 def relative_alignment_loss(student_rel: torch.Tensor, teacher_rel: torch.Tensor,
@@ -44,12 +67,17 @@ def relative_alignment_loss(student_rel: torch.Tensor, teacher_rel: torch.Tensor
     (and in `teacher_rel` if it requires grad). Zero when the rows agree up to the invariances
     of `kind` (offset and positive scale for mse and cosine).
     """
+    student_rel = _tensor(student_rel, "student_rel")
+    teacher_rel = _tensor(teacher_rel, "teacher_rel")
     if student_rel.shape != teacher_rel.shape:
-        raise RelrepsError(f"student and teacher relative representations must have the same "
-                           f"shape (same samples, same anchors): {tuple(student_rel.shape)} vs "
-                           f"{tuple(teacher_rel.shape)}")
-    if kind not in LOSS_KINDS:
-        raise RelrepsError(f"kind must be one of {LOSS_KINDS}, got {kind!r}")
+        raise ShapeError(f"student and teacher relative representations must have the same "
+                         f"shape (same samples, same anchors): {tuple(student_rel.shape)} vs "
+                         f"{tuple(teacher_rel.shape)}")
+    check_choice(kind, "kind", LOSS_KINDS)
+    check_float(temperature, "temperature", min_value=0.0, min_inclusive=False)
+    if teacher_rel.device != student_rel.device:
+        raise InputTypeError(f"teacher_rel is on {teacher_rel.device} but student_rel is on "
+                             f"{student_rel.device}")
     teacher_rel = teacher_rel.to(student_rel.dtype)
     if kind == "mse":
         return (normalize_rows(student_rel) - normalize_rows(teacher_rel)).square().mean()
@@ -57,8 +85,6 @@ def relative_alignment_loss(student_rel: torch.Tensor, teacher_rel: torch.Tensor
         s = student_rel - student_rel.mean(1, keepdim=True)
         t = teacher_rel - teacher_rel.mean(1, keepdim=True)
         return 1.0 - nn.functional.cosine_similarity(s, t, dim=1, eps=1e-8).mean()
-    if temperature <= 0:
-        raise RelrepsError(f"temperature must be positive, got {temperature}")
     log_p_s = torch.log_softmax(student_rel / temperature, 1)
     log_p_t = torch.log_softmax(teacher_rel / temperature, 1)
     return nn.functional.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean")
@@ -71,21 +97,30 @@ class RelativeSimilarityLoss(nn.Module):
     def __init__(self, similarity: str = "cosine", center: str | None = None, kind: Kind = "mse",
                  temperature: float = 0.1) -> None:
         super().__init__()
-        if kind not in LOSS_KINDS:
-            raise RelrepsError(f"kind must be one of {LOSS_KINDS}, got {kind!r}")
+        from relreps import similarity as _sim
+
+        _sim.get(similarity)
+        check_choice(center, "center", (None, "anchors"))
+        check_choice(kind, "kind", LOSS_KINDS)
+        check_float(temperature, "temperature", min_value=0.0, min_inclusive=False)
         self.similarity, self.center, self.kind, self.temperature = similarity, center, kind, \
             temperature
 
     def forward(self, student_latents: torch.Tensor, student_anchor_latents: torch.Tensor,
                 teacher_rel: torch.Tensor) -> torch.Tensor:
-        rel = relative_projection(student_latents, student_anchor_latents,
+        rel = relative_projection(_tensor(student_latents, "student_latents"),
+                                  _tensor(student_anchor_latents, "student_anchor_latents"),
                                   similarity=self.similarity, center=self.center)
         return relative_alignment_loss(rel, teacher_rel, self.kind, self.temperature)
 
 
 def mlp_encoder(in_dim: int, latent_dim: int, hidden: int = 128, seed: int = 0) -> nn.Module:
     """A small MLP encoder (Linear, ReLU, Linear) with weights drawn from `seed`."""
-    with torch.random.fork_rng():
+    check_int(in_dim, "in_dim", min_value=1)
+    check_int(latent_dim, "latent_dim", min_value=1)
+    check_int(hidden, "hidden", min_value=1)
+    check_int(seed, "seed", min_value=0)
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, latent_dim))
 
@@ -99,24 +134,39 @@ def distill_relative(student: nn.Module, x: np.ndarray, teacher_rel: np.ndarray,
 
     `teacher_rel[i]` is the teacher's relative representation of input `x[i]` on the anchors whose
     inputs are `anchor_inputs` (same order as the columns). The student re-embeds the anchor
-    inputs at every step (gradients flow through them). Returns the mean loss of each epoch.
+    inputs at every step (gradients flow through them). Arrays may be numpy or torch; they are
+    moved to the student's device. Returns the mean loss of each epoch.
     """
-    x = np.asarray(x)
-    if len(x) != len(teacher_rel):
-        raise RelrepsError(f"{len(x)} inputs but {len(teacher_rel)} teacher rows")
-    if teacher_rel.shape[1] != len(anchor_inputs):
-        raise RelrepsError(f"teacher_rel has {teacher_rel.shape[1]} anchor columns but "
-                           f"{len(anchor_inputs)} anchor inputs were given")
+    if not isinstance(student, nn.Module):
+        raise InputTypeError(f"student must be a torch.nn.Module, got {type(student).__name__}")
+    x = check_array(x, "x", min_rows=1)
+    teacher_rel = check_array(teacher_rel, "teacher_rel", min_rows=1)
+    anchor_inputs = check_array(anchor_inputs, "anchor_inputs", min_rows=1)
+    check_same_rows({"x": x, "teacher_rel": teacher_rel})
+    if teacher_rel.shape[1] != anchor_inputs.shape[0]:
+        raise ShapeError(f"teacher_rel has {teacher_rel.shape[1]} anchor columns but "
+                         f"{anchor_inputs.shape[0]} anchor inputs were given")
+    if anchor_inputs.shape[1] != x.shape[1]:
+        raise ShapeError(f"anchor_inputs have {anchor_inputs.shape[1]} features, x has "
+                         f"{x.shape[1]}: both are inputs of the same student")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("seed", seed)):
+        check_int(value, name, min_value=0 if name != "batch_size" else 1)
+    check_float(lr, "lr", min_value=0.0, min_inclusive=False)
     loss_fn = RelativeSimilarityLoss(similarity, center, kind, temperature)
-    xt = torch.as_tensor(x, dtype=torch.float32)
-    at = torch.as_tensor(np.asarray(anchor_inputs), dtype=torch.float32)
-    tt = torch.as_tensor(np.asarray(teacher_rel), dtype=torch.float32)
+    device = _device(student)
+
+    def _t(a: Any) -> torch.Tensor:
+        if is_torch(a):
+            return a.detach().to(device=device, dtype=torch.float32)
+        return torch.as_tensor(np.asarray(a, dtype=np.float32), device=device)
+
+    xt, at, tt = _t(x), _t(anchor_inputs), _t(teacher_rel)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator(device="cpu").manual_seed(seed)
     history = []
     student.train()
     for _ in range(epochs):
-        perm = torch.randperm(len(xt), generator=gen)
+        perm = torch.randperm(len(xt), generator=gen).to(device)
         total, count = 0.0, 0
         for s in range(0, len(xt), batch_size):
             idx = perm[s:s + batch_size]
@@ -127,13 +177,17 @@ def distill_relative(student: nn.Module, x: np.ndarray, teacher_rel: np.ndarray,
             total += float(loss.detach()) * len(idx)
             count += len(idx)
         history.append(total / max(count, 1))
+        if not np.isfinite(history[-1]):
+            raise NumericalError(f"relative distillation diverged at epoch {len(history)} "
+                                 "(non-finite loss); lower lr")
     student.eval()
     return history
 
 
 def _latents(module: nn.Module, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        return module(torch.as_tensor(np.asarray(x), dtype=torch.float32)).numpy()
+        xt = torch.as_tensor(np.asarray(x, dtype=np.float32), device=_device(module))
+        return module(xt).cpu().numpy()
 
 
 def distillation_demo(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
@@ -154,7 +208,16 @@ def distillation_demo(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarr
     """
     from relreps.stitching import make_head, score
 
-    anchor_idx = np.asarray(anchor_idx)
+    x_train, x_test = check_array(x_train, "x_train", kinds=("numpy",)), \
+        check_array(x_test, "x_test", kinds=("numpy",))
+    teacher_train = check_array(teacher_train, "teacher_train", kinds=("numpy",))
+    teacher_test = check_array(teacher_test, "teacher_test", kinds=("numpy",))
+    y_train = check_labels(y_train, "y_train", n=len(x_train))
+    y_test = check_labels(y_test, "y_test", n=len(x_test))
+    check_same_rows({"x_train": x_train, "teacher_train": teacher_train})
+    check_same_rows({"x_test": x_test, "teacher_test": teacher_test})
+    anchor_idx = check_indices(anchor_idx, "anchor_idx", n=len(x_train), unique=True)
+    check_int(student_dim, "student_dim", min_value=1)
     t_anchors = teacher_train[anchor_idx]
     t_rel_train = relative_projection(teacher_train, t_anchors, similarity=similarity,
                                       center=center)

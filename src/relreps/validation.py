@@ -39,9 +39,10 @@ from relreps.errors import (
     ShapeError,
 )
 
-__all__ = ["is_torch", "is_dask", "array_kind", "check_array", "check_finite_rows", "check_int",
+__all__ = ["is_torch", "is_dask", "array_kind", "check_array", "check_finite_rows",
+           "check_finite_block", "check_same_device", "check_int",
            "check_float", "check_bool", "check_choice", "check_random_state", "check_indices",
-           "check_labels", "check_same_rows", "check_callable", "check_same_device"]
+           "check_labels", "check_same_rows", "check_callable"]
 
 
 # ------------------------------------------------------------------------------- array kinds
@@ -125,7 +126,7 @@ def check_array(x: Any, name: str, *, ndim: int = 2, finite: bool = True, min_ro
         for s in range(0, x.shape[0], step):  # bounded memory for memory-mapped arrays
             check_finite_rows(x[s:s + step], name, offset=s)
     if finite and kind == "torch" and x.numel():
-        _check_finite_torch(x, name)
+        check_finite_block(x, name)
     return x
 
 
@@ -193,23 +194,6 @@ def _check_dask(x: Any, name: str) -> Any:
     elif x.dtype == np.float16:
         x = x.astype(np.float32)
     return x
-
-
-def _check_finite_torch(x: Any, name: str) -> None:
-    import torch
-
-    xd = x.detach()
-    if xd.is_meta:  # shape-only tensors have no values to check
-        return
-    if bool(torch.isfinite(xd.sum(dim=tuple(range(1, xd.ndim))) if xd.ndim > 1
-                           else xd).all()):
-        return
-    flat = xd.reshape(xd.shape[0], -1) if xd.ndim > 1 else xd.reshape(-1, 1)
-    bad = torch.nonzero(~torch.isfinite(flat).all(1)).flatten()
-    if bad.numel():
-        rows = ", ".join(str(int(i)) for i in bad[:5])
-        more = " ..." if bad.numel() > 5 else ""
-        raise NonFiniteError(f"{name} contains NaN or inf values (rows {rows}{more})")
 
 
 def check_finite_rows(arr: np.ndarray, name: str, offset: int = 0) -> None:
@@ -405,3 +389,82 @@ def check_same_device(arrays: Mapping[str, Any]) -> str:
         raise InputTypeError(f"inputs live on different devices ({desc}); move them to one "
                              "device first")
     return next(iter(devices.values()), "cpu")
+
+
+def check_finite_block(x: Any, name: str, offset: int = 0) -> None:
+    """Raise NonFiniteError naming the rows (numbered from `offset`) of a numpy or torch block
+    that hold NaN or inf; for streamed inputs checked block by block. Meta tensors pass."""
+    if not is_torch(x):
+        check_finite_rows(np.asarray(x), name, offset=offset)
+        return
+    import torch
+
+    xd = x.detach()
+    if xd.is_meta or not xd.numel():
+        return
+    flat = xd.reshape(xd.shape[0], -1)
+    if bool(torch.isfinite(flat.sum(1)).all()):
+        return
+    bad = torch.nonzero(~torch.isfinite(flat).all(1)).flatten()
+    if bad.numel():
+        rows = ", ".join(str(int(i) + offset) for i in bad[:5])
+        raise NonFiniteError(f"{name} contains NaN or inf values (rows {rows}"
+                             f"{' ...' if bad.numel() > 5 else ''})")
+
+
+# ------------------------------------------------------------------------------- collections
+
+__all__ += ["check_choices", "check_seeds", "check_texts"]
+
+
+def check_choices(values: Any, name: str, choices: Sequence[Any], *, min_size: int = 1
+                  ) -> tuple[Any, ...]:
+    """A sequence of values from `choices` (a single string counts as one), in order, each
+    once; at least `min_size` of them."""
+    if isinstance(values, str):
+        values = (values,)
+    if isinstance(values, bytes) or not isinstance(values, (Sequence, np.ndarray)):
+        raise InputTypeError(f"{name} must be a sequence of values from {list(choices)}, got "
+                             f"{values!r}")
+    out = tuple(values.tolist() if isinstance(values, np.ndarray) else values)
+    for v in out:
+        check_choice(v, f"each of {name}", choices)
+    out = tuple(dict.fromkeys(out))
+    if len(out) < min_size:
+        allowed = ", ".join(repr(c) for c in choices)
+        raise RelrepsError(f"{name} {'is empty' if not out else f'holds {len(out)} value(s)'}; "
+                           f"at least {min_size} needed from {allowed}")
+    return out
+
+
+def check_seeds(seeds: Any, name: str = "seeds") -> tuple[int, ...]:
+    """One or more distinct non-negative integer seeds (an int counts as one)."""
+    if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, (bool, np.bool_)):
+        seeds = (seeds,)
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, np.ndarray, range)):
+        raise InputTypeError(f"{name} must be a sequence of non-negative integers, got {seeds!r}")
+    out = tuple(check_int(s, f"{name}[{i}]", min_value=0) for i, s in enumerate(seeds))
+    if not out:
+        raise RelrepsError(f"{name} is empty; give at least one seed")
+    if len(set(out)) != len(out):
+        raise RelrepsError(f"{name} repeats a value ({list(out)}); each seed is one replicate")
+    return out
+
+
+def check_texts(texts: Any, name: str, *, min_size: int = 1, unique: bool = False) -> list[str]:
+    """A sequence of strings (a single string is refused: it is not a list of texts)."""
+    if isinstance(texts, (str, bytes)):
+        raise InputTypeError(f"{name} must be a sequence of texts, got a single string")
+    if not isinstance(texts, (Sequence, np.ndarray)):
+        raise InputTypeError(f"{name} must be a sequence of texts, got {type(texts).__name__}")
+    out = list(texts.tolist() if isinstance(texts, np.ndarray) else texts)
+    bad = [i for i, t in enumerate(out) if not isinstance(t, str)]
+    if bad:
+        raise InputTypeError(f"{name}[{bad[0]}] is {type(out[bad[0]]).__name__}, not a string")
+    if len(out) < min_size:
+        raise ShapeError(f"{name} holds {len(out)} text(s); at least {min_size} needed")
+    if unique and len(set(out)) != len(out):
+        seen: set[str] = set()
+        dup = next(t for t in out if t in seen or seen.add(t))
+        raise RelrepsError(f"{name} repeats the text {dup[:60]!r}; each must be distinct")
+    return out
