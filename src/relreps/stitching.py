@@ -118,11 +118,13 @@ class CVLogisticRegression(ClassifierMixin, BaseEstimator):
 
     Attributes
     ----------
-    C_ : the chosen C. Cs_ : the grid, ascending. cv_scores_, cv_std_ : mean and standard
-    deviation over folds of the score of each C (NaN beyond an early stop). n_folds_ : folds
-    used (0: no cross-validation). estimator_ : the ``LogisticRegression(C=C_)`` refitted on all
-    the data. classes_, coef_, intercept_, n_iter_, n_features_in_ : as in
-    ``LogisticRegression``.
+    C_ : the chosen C.
+    Cs_ : the grid, ascending.
+    cv_scores_, cv_std_ : mean and standard deviation over folds of the score of each C (NaN
+        beyond an early stop).
+    n_folds_ : folds used (0: no cross-validation).
+    estimator_ : the ``LogisticRegression(C=C_)`` refitted on all the data.
+    classes_, coef_, intercept_, n_iter_, n_features_in_ : as in ``LogisticRegression``.
     """
 
     def __init__(self, Cs: Sequence[float] | None = None, cv: int = 5,
@@ -860,9 +862,11 @@ class StitchedClassifier(ClassifierMixin, BaseEstimator):
     anchor_ids_ : the anchors' identities: ``anchor_ids`` given to `fit`, else `anchor_index_`.
     anchor_texts_ : the anchor texts (after :meth:`fit_texts`), else None.
     encoder_ : the encoder name used by :meth:`fit_texts` (None otherwise).
-    center_ : the centring applied (None or ``"anchors"``); center_decision_ : why.
-    head_ : the fitted head; C_ : its regularisation when it has one (the chosen C of
-    ``"logreg-cv"``), else None.
+    center_ : the centring applied (None or ``"anchors"``).
+    center_decision_ : why: :meth:`relreps.centering.CenterDecision.to_dict` (the centring,
+        each space's anisotropy, the reason).
+    head_ : the fitted head.
+    C_ : the head's regularisation when it has one (the chosen C of ``"logreg-cv"``), else None.
     classes_, n_features_in_, n_anchors_ : as usual.
     """
 
