@@ -708,7 +708,8 @@ def compare_spaces(spaces: Mapping[str, Any], labels: Any = None, *,
     anchor_index : the rows to use as anchors.
     sampler : ``"uniform"``, ``"stratified"`` (default with labels), ``"kmeans"``,
         ``"farthest_point"`` (the last two run on the first space).
-    k : neighbourhood size. similarity : see :mod:`relreps.similarity`.
+    k : neighbourhood size.
+    similarity : see :mod:`relreps.similarity`.
     center : ``"auto"`` (decided jointly from the anchors' anisotropy), ``"anchors"`` or
         ``None``/``"none"``.
     seed : seeds the anchors, the train/test split and the query sample.
