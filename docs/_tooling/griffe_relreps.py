@@ -8,7 +8,9 @@ them when the package is loaded, without touching the source:
    the list. An entry keeps its type only when it is short and followed by an indented
    description that starts a sentence (``x : (n, d) array or tensor`` then ``Samples, ...``);
    otherwise the whole text becomes the description (the type shown is then the signature's
-   annotation). Unindented wrapped lines continue their entry; a paragraph that follows a
+   annotation). ``name : description`` lines that name the signature's parameters, in a
+   docstring without a "Parameters" header, become that section. Unindented wrapped lines
+   continue their entry; a paragraph that follows a
    parameter list becomes a "Notes" section; prose under "Returns" becomes the description of
    the returned value; ``SomeError : when`` under "Raises" becomes the exception and its
    description. Plain-text maths stays literal (``|<h_i, z_j>|``, ``||A^T B||_*``, ``2**127``
@@ -50,7 +52,7 @@ RAISES_SECTIONS = {"raises", "warns"}
 EXCEPTION_ENTRY = re.compile(r"^(?P<names>[A-Za-z_][\w.]*(?:,\s*[A-Za-z_][\w.]*)*)"
                              r"\s+:\s*(?P<rest>.+)$")
 ENTRY = re.compile(r"^(?P<names>\*{0,2}[A-Za-z_]\w*(?:,\s*\*{0,2}[A-Za-z_]\w*)*)"
-                   r"(?:\s+:\s*(?P<rest>.*))?$")
+                   r"(?:\s+:(?:\s+(?P<rest>.*)|\s*))?$")
 TYPE_MAX_CHARS = 48
 CODE_SPAN = re.compile(r"(``.+?``|`[^`]+`)")
 
@@ -171,9 +173,23 @@ def _raises_section(body: list[str]) -> list[str]:
     return out
 
 
-def normalize(text: str) -> str:
-    """The docstring `text` with its sections rewritten as described in the module docstring."""
-    lines = text.split("\n")
+def _implicit_parameters(lines: list[str], params: set[str]) -> list[str]:
+    """A paragraph of ``name : description`` lines naming the signature's parameters, in a
+    docstring without a Parameters section, becomes one."""
+    if not params or any(line.strip().lower() == "parameters" for line in lines):
+        return lines
+    for k, line in enumerate(lines):
+        m = ENTRY.match(line)
+        if (k > 0 and not lines[k - 1].strip() and m and m.group("rest") is not None
+                and {n.strip().lstrip("*") for n in m.group("names").split(",")} <= params):
+            return [*lines[:k], "Parameters", "----------", *lines[k:]]
+    return lines
+
+
+def normalize(text: str, params: set[str] | frozenset[str] = frozenset()) -> str:
+    """The docstring `text` with its sections rewritten as described in the module docstring;
+    `params` are the names of the documented callable's parameters."""
+    lines = _implicit_parameters(text.split("\n"), set(params))
     out: list[str] = []
     i = 0
     in_code = False
@@ -198,6 +214,16 @@ def normalize(text: str) -> str:
 SECTION_FIXES = {**dict.fromkeys(ENTRY_SECTIONS, _entry_section),
                  **dict.fromkeys(VALUE_SECTIONS, _value_section),
                  **dict.fromkeys(RAISES_SECTIONS, _raises_section)}
+
+
+def _parameter_names(obj: Any) -> set[str]:
+    """Parameters of a function, or of a class's ``__init__`` (self excluded)."""
+    target = obj
+    if getattr(obj, "is_class", False):
+        target = obj.members.get("__init__")
+    if target is None or isinstance(target, Alias) or not getattr(target, "is_function", False):
+        return set()
+    return {p.name for p in target.parameters if p.name not in ("self", "cls")}
 
 
 def _lookup(collection: Any, path: str) -> Any | None:
@@ -267,7 +293,7 @@ class RelrepsDocstrings(Extension):
 
     def _rewrite(self, obj: Object, collection: Any) -> None:
         if obj.docstring is not None:
-            text = escape(normalize(obj.docstring.value))
+            text = escape(normalize(obj.docstring.value, _parameter_names(obj)))
             obj.docstring.value = ROLE.sub(lambda m: self._link(obj, m, collection), text)
         for member in list(obj.members.values()):
             if not isinstance(member, Alias) and member.parent is obj:
