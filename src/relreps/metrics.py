@@ -1,24 +1,29 @@
 """Comparing latent spaces: neighbourhood agreement (Jaccard@k, MRR@k), cosine, CKA, mutual kNN.
 
-Neighbour searches run in blocks of query rows: memory is O(block * N + N * k), never an N x N
-matrix, and the results equal a brute-force search.
+The neighbourhood metrics (``knn_indices``, ``retrieval_metrics``, ``jaccard_at_k``,
+``mrr_at_k``, ``mutual_knn``) live in :mod:`relreps.neighbors` (exact, dask and approximate
+search) and are re-exported here.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import torch
 
 from relreps._backend import Array
 from relreps.errors import RelrepsError
+from relreps.neighbors import (  # noqa: F401 - re-exported: neighbourhood metrics live there
+    jaccard_at_k,
+    knn_indices,
+    mrr_at_k,
+    mutual_knn,
+    mutual_knn_metrics,
+    retrieval_metrics,
+)
 from relreps.validation import check_array, is_torch
 
 __all__ = ["knn_indices", "retrieval_metrics", "jaccard_at_k", "mrr_at_k", "mean_cosine",
-           "cka", "mutual_knn"]
-
-_BLOCK_ELEMENTS = 1 << 24  # similarity entries held at once (64 MB in float32)
+           "cka", "mutual_knn", "mutual_knn_metrics"]
 
 
 def _tensor(x: Array, name: str) -> torch.Tensor:
@@ -50,82 +55,6 @@ def _unit(t: torch.Tensor, name: str) -> torch.Tensor:
         raise RelrepsError(f"{name} has zero vectors (rows {rows}): cosine neighbours are "
                            "undefined")
     return t / n
-
-
-def _prep(t: torch.Tensor, metric: str, name: str) -> torch.Tensor:
-    if metric == "cosine":
-        return _unit(t, name)
-    if metric == "inner":
-        return t
-    raise RelrepsError(f"metric must be 'cosine' or 'inner', got {metric!r}")
-
-
-def knn_indices(queries: Array, base: Array, k: int, *, metric: str = "cosine",
-                exclude: Array | None = None, block_size: int | None = None) -> np.ndarray:
-    """Indices (n_queries, k) of each query's k most similar rows of `base`, most similar first.
-
-    `exclude[i]` (optional) is a row of `base` that query i may not return (its own position).
-    """
-    q = _prep(_tensor(queries, "queries"), metric, "queries")
-    b = _prep(_tensor(base, "base"), metric, "base")
-    if q.shape[1] != b.shape[1]:
-        raise RelrepsError(f"queries have width {q.shape[1]}, base has {b.shape[1]}")
-    n_base = b.shape[0] - (1 if exclude is not None else 0)
-    if not 1 <= k <= n_base:
-        raise RelrepsError(f"k must be between 1 and {n_base}, got {k}")
-    q, b = q.to(torch.promote_types(q.dtype, b.dtype)), b.to(torch.promote_types(q.dtype, b.dtype))
-    ex = None if exclude is None else torch.as_tensor(np.asarray(exclude), dtype=torch.long)
-    if ex is not None and (ex.shape != (q.shape[0],) or (len(ex) and (
-            int(ex.min()) < 0 or int(ex.max()) >= b.shape[0]))):
-        raise RelrepsError(f"exclude must hold one row index in [0, {b.shape[0]}) per query")
-    step = block_size or max(1, _BLOCK_ELEMENTS // max(b.shape[0], 1))
-    out = np.empty((q.shape[0], k), dtype=np.int64)
-    with torch.no_grad():
-        for s in range(0, q.shape[0], step):
-            sims = q[s:s + step] @ b.T
-            if ex is not None:
-                e = ex[s:s + step]
-                sims[torch.arange(len(e)), e] = -torch.inf
-            out[s:s + step] = torch.topk(sims, k, dim=1, sorted=True).indices.numpy()
-    return out
-
-
-def retrieval_metrics(source: Array, target: Array, k: int = 5, *,
-                      queries: Array | None = None, metric: str = "cosine",
-                      block_size: int | None = None) -> dict[str, float]:
-    """Jaccard@k and MRR@k of `source` searched in `target` (the paper's definitions).
-
-    For each query sample i, its source vector is searched among all target vectors (top k, set
-    S_i). MRR@k: mean of 1/rank of i in S_i (0 when absent). Jaccard@k: mean of
-    |S_i ∩ T_i| / |S_i ∪ T_i| where T_i are the top k targets of i's own target vector.
-    `queries` restricts the queries to a subset of rows (all rows are still searched).
-    """
-    s, t = _pair(source, target, ("source", "target"))
-    q = np.arange(s.shape[0]) if queries is None else np.asarray(queries, dtype=np.int64)
-    if q.size == 0:
-        raise RelrepsError("no queries")
-    if q.ndim != 1 or q.min() < 0 or q.max() >= s.shape[0]:
-        raise RelrepsError(f"queries must be row indices in [0, {s.shape[0]}); a negative index "
-                           "would search one row and score another")
-    qi = torch.as_tensor(q)
-    S = knn_indices(s[qi], t, k, metric=metric, block_size=block_size)
-    T = knn_indices(t[qi], t, k, metric=metric, block_size=block_size)
-    hit = S == q[:, None]
-    rank = np.where(hit.any(1), hit.argmax(1) + 1, 0)
-    mrr = np.where(rank > 0, 1.0 / np.maximum(rank, 1), 0.0)
-    inter = (S[:, :, None] == T[:, None, :]).any(-1).sum(-1)
-    jac = inter / (2 * k - inter)
-    return {"jaccard": float(jac.mean()), "mrr": float(mrr.mean())}
-
-
-def jaccard_at_k(source: Array, target: Array, k: int = 5, **kwargs: Any) -> float:
-    """Mean Jaccard similarity of neighbourhoods (see :func:`retrieval_metrics`)."""
-    return retrieval_metrics(source, target, k, **kwargs)["jaccard"]
-
-
-def mrr_at_k(source: Array, target: Array, k: int = 5, **kwargs: Any) -> float:
-    """Mean reciprocal rank of each sample among its source vector's top-k targets."""
-    return retrieval_metrics(source, target, k, **kwargs)["mrr"]
 
 
 def mean_cosine(a: Array, b: Array) -> float:
@@ -204,14 +133,3 @@ def cka(a: Array, b: Array, kernel: str = "linear", debiased: bool = False,
         raise RelrepsError("CKA is undefined: one representation has no (estimated) variance: "
                            "it is constant, or too few samples for the debiased estimator")
     return float(hxy / denom)
-
-
-def mutual_knn(a: Array, b: Array, k: int = 10, *, metric: str = "cosine",
-               block_size: int | None = None) -> float:
-    """Mean fraction of each sample's k nearest neighbours (itself excluded) shared by a and b."""
-    x, y = _pair(a, b, ("a", "b"), same_width=False)
-    self_idx = np.arange(x.shape[0])
-    na = knn_indices(x, x, k, metric=metric, exclude=self_idx, block_size=block_size)
-    nb = knn_indices(y, y, k, metric=metric, exclude=self_idx, block_size=block_size)
-    inter = (na[:, :, None] == nb[:, None, :]).any(-1).sum(-1)
-    return float((inter / k).mean())
