@@ -43,6 +43,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,7 +214,7 @@ class _Rows:
         block = np.asarray(block.compute() if self.kind == "dask" else block)
         if self.unchecked:
             check_finite_rows(block, self.name, offset=offset or 0)
-        return torch.from_numpy(np.ascontiguousarray(block)).to(device=self.device,
+        return _from_numpy(block).to(device=self.device,
                                                                  dtype=self.dtype)
 
     def get(self, start: int, stop: int) -> torch.Tensor:
@@ -231,7 +232,7 @@ class _Rows:
                 raise NonFiniteError(f"{self.name} contains NaN or inf values (rows "
                                      f"{', '.join(str(int(i)) for i in idx[bad[:5]])}"
                                      f"{' ...' if bad.size > 5 else ''})")
-        return torch.from_numpy(np.ascontiguousarray(block)).to(device=self.device,
+        return _from_numpy(block).to(device=self.device,
                                                                 dtype=self.dtype)
 
     def rows(self, start: int, stop: int, ids: np.ndarray | None) -> torch.Tensor:
@@ -249,6 +250,16 @@ class _Rows:
             return
         for s, e in _splits(self.n, step or max(1, _READ_ELEMENTS // max(self.d, 1))):
             yield s, self.get(s, e)
+
+
+def _from_numpy(a: Any) -> torch.Tensor:
+    """A CPU tensor sharing `a`'s memory (read-only arrays too: relreps never writes to them)."""
+    a = np.ascontiguousarray(a)
+    if a.flags.writeable:
+        return torch.from_numpy(a)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(a)
 
 
 def _zero_error(name: str, rows: Sequence[int], total: int) -> NumericalError:
@@ -494,6 +505,8 @@ def _check_inputs(arrays: Mapping[str, Any]) -> tuple[list[Any], str]:
 
             a = da.from_array(a, chunks=(max(1, _READ_ELEMENTS // max(1, a.shape[1])), -1))
         out.append(a)
+    if kind == "torch" and any(a.device.type == "meta" for a in out):
+        raise InputTypeError("meta tensors hold no values to search; pass tensors with data")
     if kind == "torch" and len({str(a.device) for a in out}) > 1:
         raise InputTypeError(f"inputs are on different devices "
                              f"({', '.join(f'{n}={a.device}' for n, a in zip(names, out))}); "
@@ -637,7 +650,7 @@ def _dask_prep_block(block: np.ndarray, scale: Any = None, *, metric: str, label
                      block_info: Any = None) -> np.ndarray:
     offset = int(block_info[0]["array-location"][0][0]) if block_info else 0
     check_finite_rows(block, label, offset=offset)
-    t = torch.from_numpy(np.ascontiguousarray(block))
+    t = _from_numpy(block)
     sc = None if scale is None else torch.as_tensor(np.asarray(scale), dtype=t.dtype)
     return _prep(t, metric, label, offset, sc).numpy()
 
@@ -660,11 +673,11 @@ def _dask_prepared(x: Any, metric: str, name: str, dtype: np.dtype, base: bool) 
 def _tile_task(qs: list[np.ndarray], b: np.ndarray, b_start: int, ex: np.ndarray | None,
                k: int, query_block: int | None) -> tuple[np.ndarray, np.ndarray]:
     """Top-k of one query chunk (query sets stacked) in one item chunk, global indices."""
-    Q = torch.from_numpy(np.concatenate(qs) if len(qs) > 1 else qs[0])
-    base = _Base(None, "inner", prepared=torch.from_numpy(b))
+    Q = _from_numpy(np.concatenate(qs) if len(qs) > 1 else qs[0])
+    base = _Base(None, "inner", prepared=_from_numpy(b))
     plan = plan_blocks(Q.shape[0], base.n, Q.shape[1], k, itemsize=Q.element_size(),
                        query_block=query_block)
-    ex_t = None if ex is None else torch.from_numpy(np.concatenate([ex] * len(qs)) - b_start)
+    ex_t = None if ex is None else _from_numpy(np.concatenate([ex] * len(qs)) - b_start)
     vals, idx, buf = [], [], None
     for s, e in _splits(Q.shape[0], plan.query_block):
         if buf is None:
@@ -677,8 +690,8 @@ def _tile_task(qs: list[np.ndarray], b: np.ndarray, b_start: int, ex: np.ndarray
 
 def _merge_task(parts: list[tuple[np.ndarray, np.ndarray]], k: int
                 ) -> tuple[np.ndarray, np.ndarray]:
-    v = torch.cat([torch.from_numpy(p[0]) for p in parts], 1)
-    i = torch.cat([torch.from_numpy(p[1]) for p in parts], 1)
+    v = torch.cat([_from_numpy(p[0]) for p in parts], 1)
+    i = torch.cat([_from_numpy(p[1]) for p in parts], 1)
     v, i = _merge_topk(v, i, k)
     return v.numpy(), i.numpy()
 
@@ -941,7 +954,7 @@ def _ann_run(sets: Mapping[str, _QuerySet], base: _Rows, k: int, metric: str, me
                 ids = qs.ids_of(pos)
                 Q = _prep(qs.rows.take(ids), metric, qs.rows.name, row_ids=ids)
                 ex = qs.ex_of(pos)
-                refs[key, tag] = (Q, None if ex is None else torch.from_numpy(ex),
+                refs[key, tag] = (Q, None if ex is None else _from_numpy(ex),
                                   _Running(Q.shape[0], k, max(64, _pow2_at_least(4 * (k + 1))),
                                            Q.dtype, Q.device))
     for start, blk in base.blocks():
