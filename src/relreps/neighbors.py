@@ -678,10 +678,9 @@ def _tile_task(qs: list[np.ndarray], b: np.ndarray, b_start: int, ex: np.ndarray
     plan = plan_blocks(Q.shape[0], base.n, Q.shape[1], k, itemsize=Q.element_size(),
                        query_block=query_block)
     ex_t = None if ex is None else _from_numpy(np.concatenate([ex] * len(qs)) - b_start)
-    vals, idx, buf = [], [], None
+    vals, idx = [], []
+    buf = _tile_buffer(min(plan.query_block, Q.shape[0]), plan, base.n, Q.dtype, Q.device)
     for s, e in _splits(Q.shape[0], plan.query_block):
-        if buf is None:
-            buf = _tile_buffer(e - s, plan, base.n, Q.dtype, Q.device)
         v, i = _search(Q[s:e], base, k, plan, None if ex_t is None else ex_t[s:e], buf)
         vals.append(v)
         idx.append(torch.where(i == _SENTINEL, i, i + b_start))
