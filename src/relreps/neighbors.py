@@ -40,6 +40,7 @@ Approximate search (``method="hnsw"`` or ``"ivf"``, needs ``faiss-cpu``)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
@@ -410,13 +411,33 @@ def _push_tile(run: _Running, Q: torch.Tensor, items: torch.Tensor, start: int,
     padded = -(-w // run.sub) * run.sub
     tile = buf[:rows * padded].view(rows, padded)  # contiguous whatever the width
     torch.mm(Q, items.T, out=tile[:, :w])
-    if w < padded:
-        tile[:, w:].fill_(-torch.inf)
-    if exclude is not None:
-        hit = torch.nonzero((exclude >= start) & (exclude < start + w)).flatten()
-        if hit.numel():
-            tile[hit, exclude[hit] - start] = -torch.inf
-    run.push(tile, start, w)
+    with _bookkeeping_threads(tile.device):
+        if w < padded:
+            tile[:, w:].fill_(-torch.inf)
+        if exclude is not None:
+            hit = torch.nonzero((exclude >= start) & (exclude < start + w)).flatten()
+            if hit.numel():
+                tile[hit, exclude[hit] - start] = -torch.inf
+        run.push(tile, start, w)
+
+
+@contextlib.contextmanager
+def _bookkeeping_threads(device: torch.device) -> Iterator[None]:
+    """One CPU thread for the passes after each matrix product.
+
+    They are short, memory-bound passes and small index operations: with several threads they
+    gain little on an idle machine and lose several-fold on a loaded one (each op waits for every
+    thread). The products themselves keep all threads.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _item_tiles(n_items: int, plan: BlockPlan) -> list[tuple[int, int]]:
@@ -629,17 +650,17 @@ def _retrieval_local(src: _Rows, tgt: _Rows, qidx: np.ndarray | None, k: int, me
                        query_block=None if block_size is None else sets * block_size)
     step = max(1, plan.query_block // sets)  # stacked source and target rows fill one block
     buf = _tile_buffer(sets * min(step, n_q), plan, base.n, tgt.dtype, tgt.device)
+    qbuf = torch.empty((sets * min(step, n_q), tgt.d), dtype=tgt.dtype, device=tgt.device)
     counts = np.zeros((2, k + 1), dtype=np.int64)
     for s, e in _splits(n_q, step):
         ids = np.arange(s, e) if qidx is None else qidx[s:e]
-        sel = None if qidx is None else ids
-        Q = _prep(src.rows(s, e, sel), metric, src.name, row_ids=ids)
-        if need_t:  # one product per tile serves both neighbourhoods
-            Q = torch.cat([Q, _prep(tgt.rows(s, e, sel), metric, tgt.name, row_ids=ids)])
-        _, idx = _search(Q, base, k, plan, buf=buf)
+        sel, m = (None if qidx is None else ids), e - s
+        qbuf[:m] = _prep(src.rows(s, e, sel), metric, src.name, row_ids=ids)
+        if need_t:  # stacked: one product per tile serves both neighbourhoods
+            qbuf[m:2 * m] = _prep(tgt.rows(s, e, sel), metric, tgt.name, row_ids=ids)
+        _, idx = _search(qbuf[:sets * m], base, k, plan, buf=buf)
         _check_complete(idx)
         idx = idx.cpu().numpy()
-        m = e - s
         counts += _pair_counts(idx[:m], idx[m:] if need_t else None, ids, k)
     return counts
 
@@ -833,7 +854,7 @@ class _AnnIndex:
         ip = faiss.METRIC_INNER_PRODUCT
         if method == "hnsw":
             self.index = faiss.IndexHNSWFlat(d, opt("M", 32, 2), ip)
-            self.index.hnsw.efConstruction = opt("ef_construction", 200)
+            self.index.hnsw.efConstruction = opt("ef_construction", 100)
             self.effort = max(opt("ef_search", max(64, 2 * (k + 1))), k + 1)
             self.max_effort = max(opt("max_ef_search", 4096), self.effort)
             self.train_size = 0
@@ -1011,7 +1032,7 @@ def knn_indices(queries: Array, base: Array, k: int, *, metric: str = "cosine",
         returned for query i (its own position when a set is searched in itself).
     block_size : query rows per block (default: :func:`plan_blocks`).
     method : ``"exact"``, or ``"hnsw"`` / ``"ivf"`` (approximate, faiss, CPU).
-    ann_params : ``hnsw``: ``M`` (32), ``ef_construction`` (200), ``ef_search`` (64),
+    ann_params : ``hnsw``: ``M`` (32), ``ef_construction`` (100), ``ef_search`` (64),
         ``max_ef_search`` (4096); ``ivf``: ``nlist`` (about 4 sqrt(m)), ``nprobe``
         (nlist / 64), ``train_size`` (64 nlist).
     target_recall : approximate methods double their search effort until the recall@k measured
