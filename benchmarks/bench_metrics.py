@@ -4,8 +4,9 @@ Goal (issue 13): ``retrieval_metrics`` within 1.25x of its bare GEMMs at every N
 
 The baseline is the blockwise products alone, measured in the same run on the same queries:
 source queries x target and target queries x target (N x N x d per space), written into a
-reused buffer, best of several block shapes (the search's own plan among them). Nothing else:
-no normalisation, no top-k.
+reused buffer, best of several block shapes (the search's own plan among them) and of two ways
+of using the cores (BLAS threads, or one single-threaded product stream per thread). Nothing
+else: no normalisation, no top-k.
 
 For large N the time of all N queries would be hours, so both sides are timed on a seeded
 subset of ``--max-queries`` query rows searched against ALL N items, and the full time is
@@ -22,6 +23,7 @@ import argparse
 import json
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -65,17 +67,38 @@ def bare_gemms(src: np.ndarray, tgt: np.ndarray, queries: np.ndarray, k: int,
     Q = torch.cat([unit(src[queries]), unit(tgt[queries])])
     plan = plan_blocks(len(Q), len(T), T.shape[1], k)
     shapes = {(plan.query_block, plan.item_block), (1024, 4096), (2048, 8192), (4096, 4096)}
+    threads = torch.get_num_threads()
+
+    def products(rows: int, items: int, blocks: list[tuple[int, int]]) -> None:
+        buf = torch.empty(rows * items)
+        for s, e in blocks:
+            for a, b in _splits(len(T), items):
+                torch.mm(Q[s:e], T[a:b].T, out=buf[:(e - s) * (b - a)].view(e - s, b - a))
+
+    def pooled(rows: int, items: int) -> None:  # one single-threaded GEMM stream per thread
+        blocks = _splits(len(Q), rows)
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(threads) as ex:
+                list(ex.map(lambda i: (torch.set_num_threads(1),
+                                       products(rows, items, blocks[i::threads])),
+                            range(threads)))
+        finally:
+            torch.set_num_threads(threads)
+
     best, best_shape = float("inf"), ""
     for rows, items in sorted(shapes):
-        buf = torch.empty(rows * items)
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            for s, e in _splits(len(Q), rows):
-                for a, b in _splits(len(T), items):
-                    torch.mm(Q[s:e], T[a:b].T, out=buf[:(e - s) * (b - a)].view(e - s, b - a))
-            dt = time.perf_counter() - t0
-            if dt < best:
-                best, best_shape = dt, f"{rows} x {items}"
+        styles = ["BLAS threads"] + (["one GEMM stream per thread"] if threads > 1 else [])
+        for style in styles:
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                if style == "BLAS threads":
+                    products(rows, items, _splits(len(Q), rows))
+                else:
+                    pooled(rows, items)
+                dt = time.perf_counter() - t0
+                if dt < best:
+                    best, best_shape = dt, f"{rows} x {items}, {style}"
     return best, best_shape
 
 

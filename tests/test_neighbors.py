@@ -113,6 +113,36 @@ def test_block_size_and_plan_do_not_change_results():
         np.testing.assert_array_equal(N.knn_indices(q, b, 8, block_size=bs), ref)
 
 
+@pytest.fixture()
+def two_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("plan", [None, N.BlockPlan(70, 128, 64)], indirect=True)
+def test_parallel_query_blocks_give_the_same_results(plan, two_threads):
+    # With several torch threads, query blocks run in parallel threads, one thread each.
+    rng = np.random.default_rng(11)
+    q = rng.normal(size=(700, 6))
+    b = with_duplicates(rng, rng.normal(size=(900, 6)), 40)
+    np.testing.assert_array_equal(N.knn_indices(q, b, 6, block_size=50), brute_knn(q, b, 6))
+    src, tgt = q, q + rng.normal(size=q.shape)
+    jac, mrr = brute_retrieval(src, tgt, 4)
+    got = N.retrieval_metrics(src, tgt, 4, block_size=64)
+    assert got["jaccard"] == pytest.approx(jac, abs=1e-12)
+    assert got["mrr"] == pytest.approx(mrr, abs=1e-12)
+    assert torch.get_num_threads() == 2  # restored after the parallel section
+    bad = src.copy()
+    bad[650] = 0
+    with pytest.raises(NumericalError, match=r"rows \[650\]"):  # an error in one block
+        N.retrieval_metrics(bad, tgt, 4, block_size=64)
+    assert torch.get_num_threads() == 2
+
+
 @pytest.mark.parametrize("plan", TINY_PLANS, indirect=True)
 @SETTINGS
 @given(seed=st.integers(0, 10**6), n=st.integers(8, 300), d=st.integers(2, 10),

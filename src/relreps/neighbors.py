@@ -44,8 +44,10 @@ import contextlib
 import functools
 import math
 import os
+import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,27 +157,30 @@ def _pow2_at_least(x: int) -> int:
 
 
 def plan_blocks(n_queries: int, n_items: int, d: int, k: int, *, itemsize: int = 4,
-                device: str | torch.device = "cpu", query_block: int | None = None
-                ) -> BlockPlan:
+                device: str | torch.device = "cpu", query_block: int | None = None,
+                threads: int | None = None) -> BlockPlan:
     """Block sizes of an exact search, from the machine's caches (CPU) or free memory (GPU).
 
-    On a CPU, a query block has enough rows (up to 1024) for the matrix product to run at full
-    speed, and a tile of similarities (query block x item tile) fills about half of the
-    last-level cache (at least four L2 caches per thread, between 4 and 64 MiB), so the pass of
-    sub-tile maxima reads it from cache right after the product wrote it. On a GPU, tiles are as
-    large as 1/16 of the free memory allows. Sub-tiles hold at least 4 (k + 1) items. Nothing
-    exceeds 1/8 of the free memory.
+    On a CPU, query blocks are searched in parallel, one per thread (`threads`, default torch's
+    thread count), each single-threaded. A query block has enough rows (up to 1024) for the
+    matrix product to run at full speed, and each thread's tile of similarities (query block x
+    item tile) fills its share of half the last-level cache (at least four L2 caches, between 4
+    and 64 MiB), so the pass of sub-tile maxima reads it from cache right after the product
+    wrote it. On a GPU, tiles are as large as 1/16 of the free memory allows. Sub-tiles hold at
+    least 4 (k + 1) items. Nothing exceeds 1/8 of the free memory.
     """
     n_queries = check_int(n_queries, "n_queries", min_value=0)
     n_items = check_int(n_items, "n_items", min_value=0)
     k = check_int(k, "k", min_value=1)
     query_block = check_int(query_block, "query_block", min_value=1, allow_none=True)
+    threads = check_int(threads, "threads", min_value=1, allow_none=True)
     device = torch.device(device)
     sub = max(64, _pow2_at_least(4 * (k + 1)))
     mem = _device_memory(device)
     if device.type == "cpu":
         l2, llc = _cache_sizes()
-        tile_bytes = max(llc // 2, 4 * l2 * max(1, torch.get_num_threads()))
+        workers = threads or max(1, torch.get_num_threads())
+        tile_bytes = max(llc // (2 * workers), 4 * l2)
         tile_bytes = min(max(tile_bytes, 4 << 20), 64 << 20)
         rows_target = 1024
     else:
@@ -308,6 +313,25 @@ def _total_order(vals: torch.Tensor, idx: torch.Tensor, k: int
     return vals.gather(1, o), idx.gather(1, o)
 
 
+def _kth_bound(maxima: torch.Tensor, k: int) -> torch.Tensor:
+    """Per row, a lower bound of the k-th largest value of a tile, from its sub-tile maxima.
+
+    The k-th largest of k distinct sub-tiles' maxima is one (k distinct values reach it). Taking
+    it over groups of sub-tiles (the k-th largest group maximum) keeps the bound valid and
+    nearly as tight while the selection runs on a few values per row instead of all maxima.
+    """
+    rows, m = maxima.shape
+    groups = max(k, min(m, 4 * k, 32))
+    if groups < m:
+        per = -(-m // groups)
+        if per * groups != m:
+            pad = torch.full((rows, per * groups - m), -torch.inf, dtype=maxima.dtype,
+                             device=maxima.device)
+            maxima = torch.cat([maxima, pad], dim=1)
+        maxima = maxima.view(rows, groups, per).amax(dim=2)
+    return torch.topk(maxima, k, dim=1, sorted=False).values.amin(dim=1)
+
+
 def _select(cand: torch.Tensor, index_of: Any, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top k of each row of candidate values under the tie rule.
 
@@ -323,16 +347,19 @@ def _select(cand: torch.Tensor, index_of: Any, k: int) -> tuple[torch.Tensor, to
     ti = index_of(rows, tp)
     ti = torch.where(tv == -torch.inf, torch.full_like(ti, _SENTINEL), ti)
     if per > k:
-        edge = torch.nonzero(tv[:, k] == tv[:, k - 1]).flatten()
+        tied = tv[:, k] == tv[:, k - 1]
         tv, ti = tv[:, :k].clone(), ti[:, :k].clone()
-        if edge.numel():
+        if bool(tied.any()):
+            edge = torch.nonzero(tied).flatten()
             full = index_of(edge, torch.arange(width, device=cand.device).expand(edge.numel(), -1))
             cv = cand[edge]
             full = torch.where(cv == -torch.inf, torch.full_like(full, _SENTINEL), full)
             tv[edge], ti[edge] = _total_order(cv, full, k)
-    inner = torch.nonzero((tv[:, 1:] == tv[:, :-1]).any(1)).flatten() if k > 1 else rows[:0]
-    if inner.numel():
-        tv[inner], ti[inner] = _total_order(tv[inner], ti[inner], k)
+    if k > 1:
+        tied = (tv[:, 1:] == tv[:, :-1]).any(dim=1)
+        if bool(tied.any()):
+            inner = torch.nonzero(tied).flatten()
+            tv[inner], ti[inner] = _total_order(tv[inner], ti[inner], k)
     return tv, ti
 
 
@@ -365,7 +392,7 @@ class _Running:
             # the top k.
             self.empty = False
             if maxima.shape[1] > k:
-                thr = torch.topk(maxima, k, dim=1, sorted=False).values.amin(dim=1)
+                thr = _kth_bound(maxima, k)
             else:
                 thr = torch.full((rows,), -torch.inf, dtype=tile.dtype, device=dev)
             strict = False
@@ -596,16 +623,73 @@ def _check_ann_options(target_recall: Any, recall_queries: Any, ann_params: Any
 
 # =============================================================================== in-memory paths
 
+def _block_ranges(n: int, step: int, device: torch.device) -> list[tuple[int, int]]:
+    """Balanced query blocks of at most `step` rows, as many as a multiple of the CPU threads
+    (so that no thread idles at the end) when there are enough rows."""
+    blocks = -(-n // max(1, step))
+    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    if threads > 1 and blocks % threads and n >= 64 * threads:
+        blocks += threads - blocks % threads
+    return _splits(n, -(-n // blocks)) if n else []
+
+
+def _run_blocks(fn: Any, ranges: Sequence[tuple[int, int]], device: torch.device) -> list[Any]:
+    """`fn` on every query block: on a CPU, one block per thread, each thread single-threaded.
+
+    Independent single-threaded searches keep every core busy through the matrix products and
+    the passes after them alike, with no synchronisation between threads (which, on a loaded
+    machine, makes short multi-threaded operations wait several-fold). Elsewhere (a GPU, one
+    thread, one block) the blocks run in turn.
+    """
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1 or len(ranges) < 2:
+        return [fn(r) for r in ranges]
+
+    def single(r: tuple[int, int]) -> Any:
+        torch.set_num_threads(1)  # per thread for OpenMP; MKL's setting is global
+        return fn(r)
+
+    torch.set_num_threads(1)
+    ex = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="relreps-knn")
+    try:
+        futures = [ex.submit(single, r) for r in ranges]
+        return [f.result() for f in futures]
+    finally:  # after an error (a zero vector, say), do not run the remaining blocks
+        ex.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)
+
+
+def _thread_buffers(rows: int, plan: BlockPlan, n_items: int, dtype: torch.dtype,
+                    device: torch.device, width: int = 0) -> Any:
+    """A getter of per-thread reused buffers: (tile buffer, query buffer of `width` columns)."""
+    local = threading.local()
+
+    def get() -> tuple[torch.Tensor, torch.Tensor | None]:
+        if not hasattr(local, "bufs"):
+            local.bufs = (_tile_buffer(rows, plan, n_items, dtype, device),
+                          torch.empty((rows, width), dtype=dtype, device=device) if width
+                          else None)
+        return local.bufs
+
+    return get
+
+
 def _knn_local(qrows: _Rows, base: _Base, k: int, metric: str, plan: BlockPlan,
                exclude: np.ndarray | None) -> np.ndarray:
     out = np.empty((qrows.n, k), dtype=np.int64)
     ex_all = None if exclude is None else torch.as_tensor(exclude, device=qrows.device)
-    buf = _tile_buffer(min(plan.query_block, qrows.n), plan, base.n, qrows.dtype, qrows.device)
-    for s, e in _splits(qrows.n, plan.query_block):
+    ranges = _block_ranges(qrows.n, plan.query_block, qrows.device)
+    bufs = _thread_buffers(max(e - s for s, e in ranges), plan, base.n, qrows.dtype,
+                           qrows.device)
+
+    def block(r: tuple[int, int]) -> None:
+        s, e = r
         Q = _prep(qrows.get(s, e), metric, qrows.name, s)
-        _, idx = _search(Q, base, k, plan, None if ex_all is None else ex_all[s:e], buf)
+        _, idx = _search(Q, base, k, plan, None if ex_all is None else ex_all[s:e], bufs()[0])
         _check_complete(idx)
         out[s:e] = idx.cpu().numpy()
+
+    _run_blocks(block, ranges, qrows.device)
     return out
 
 
@@ -649,10 +733,13 @@ def _retrieval_local(src: _Rows, tgt: _Rows, qidx: np.ndarray | None, k: int, me
                        device=tgt.device,
                        query_block=None if block_size is None else sets * block_size)
     step = max(1, plan.query_block // sets)  # stacked source and target rows fill one block
-    buf = _tile_buffer(sets * min(step, n_q), plan, base.n, tgt.dtype, tgt.device)
-    qbuf = torch.empty((sets * min(step, n_q), tgt.d), dtype=tgt.dtype, device=tgt.device)
-    counts = np.zeros((2, k + 1), dtype=np.int64)
-    for s, e in _splits(n_q, step):
+    ranges = _block_ranges(n_q, step, tgt.device)
+    bufs = _thread_buffers(sets * max(e - s for s, e in ranges), plan, base.n, tgt.dtype,
+                           tgt.device, tgt.d)
+
+    def block(r: tuple[int, int]) -> np.ndarray:
+        s, e = r
+        buf, qbuf = bufs()
         ids = np.arange(s, e) if qidx is None else qidx[s:e]
         sel, m = (None if qidx is None else ids), e - s
         qbuf[:m] = _prep(src.rows(s, e, sel), metric, src.name, row_ids=ids)
@@ -661,8 +748,9 @@ def _retrieval_local(src: _Rows, tgt: _Rows, qidx: np.ndarray | None, k: int, me
         _, idx = _search(qbuf[:sets * m], base, k, plan, buf=buf)
         _check_complete(idx)
         idx = idx.cpu().numpy()
-        counts += _pair_counts(idx[:m], idx[m:] if need_t else None, ids, k)
-    return counts
+        return _pair_counts(idx[:m], idx[m:] if need_t else None, ids, k)
+
+    return np.sum(_run_blocks(block, ranges, tgt.device), axis=0)
 
 
 # =============================================================================== dask paths
