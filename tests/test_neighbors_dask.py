@@ -111,6 +111,9 @@ def test_dask_argument_errors_come_before_any_compute():
         N.knn_indices(dx, dx, 11)
     with pytest.raises(InputTypeError, match="complex"):
         N.knn_indices(dx.astype(np.complex64), dx, 2)
+    unknown = dx[dx[:, 0] > 0]  # boolean indexing: row count unknown until computed
+    with pytest.raises(RelrepsError, match="compute_chunk_sizes"):
+        N.knn_indices(unknown, dx, 2)
 
 
 def test_merge_order_does_not_matter():

@@ -66,8 +66,8 @@ def _check_memory_limit(memory_limit: Any) -> str | int | float:
     return check_int(memory_limit, "memory_limit", min_value=1)
 
 
-def get_client(scheduler: str | None = None, workers: int | None = None, *,
-               threads_per_worker: int = 1, memory_limit: str | int | float = "auto",
+def get_client(scheduler: str | None = None, workers: int | None = None,
+               threads_per_worker: int = 1, memory_limit: str | int | float = "auto", *,
                dashboard: bool = False, timeout: float = 10.0) -> Any:
     """A dask ``Client``: connected to `scheduler`, or owning a new local cluster.
 

@@ -546,6 +546,9 @@ def _check_inputs(arrays: Mapping[str, Any]) -> tuple[list[Any], str]:
         kind = "torch" if same_kind(*values, names=names) else "numpy"
     out = []
     for name, a in arrays.items():
+        if is_dask(a) and any(math.isnan(c) for c in a.shape):
+            raise ShapeError(f"{name} is a dask array of unknown chunk sizes; call "
+                             f"{name}.compute_chunk_sizes() first")
         a = check_array(a, name, kinds=("numpy", "torch", "dask"),
                         finite=not isinstance(a, np.memmap), min_rows=1)
         if kind == "dask" and not is_dask(a):
