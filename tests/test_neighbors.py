@@ -230,6 +230,24 @@ def test_any_magnitude_gives_the_float64_reference(seed, exp, dtype):
     assert (np.take_along_axis(ref_i, inner, 1) >= (kth_i - tol)[:, None]).all()
 
 
+@SETTINGS
+@given(seed=st.integers(0, 10**6), e32=st.integers(-100, 110), e64=st.integers(-1000, 1000))
+def test_power_of_two_scales_change_nothing(seed, e32, e64):
+    # Scaling by 2**e is exact (no rounding) while values stay normal and finite, so every
+    # neighbour and metric must be bit-identical to the unscaled one, whatever the magnitude.
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(50, 6))
+    y = x + 0.7 * rng.normal(size=(50, 6))
+    for dtype, e in ((np.float32, e32), (np.float64, e64)):
+        a, b = x.astype(dtype), y.astype(dtype)
+        sa, sb = np.ldexp(a, e).astype(dtype), np.ldexp(b, e).astype(dtype)
+        assert N.retrieval_metrics(sa, sb, 4) == N.retrieval_metrics(a, b, 4)
+        assert N.mutual_knn(sa, np.ldexp(b, -e).astype(dtype), 3) == N.mutual_knn(a, b, 3)
+        for metric in ("cosine", "inner"):
+            np.testing.assert_array_equal(N.knn_indices(sa, sb, 5, metric=metric),
+                                          N.knn_indices(a, b, 5, metric=metric))
+
+
 def test_huge_float32_inputs_keep_mrr_one():
     # The reported bug: float32 at 1e30 overflowed the norms and gave MRR 0.05 instead of 1.
     x = np.random.default_rng(5).normal(size=(200, 16)).astype(np.float32)
@@ -411,6 +429,12 @@ junk = st.one_of(st.none(), st.booleans(), st.floats(allow_nan=True), st.text(ma
                  st.dictionaries(st.text(max_size=2), st.integers(), max_size=1))
 
 
+junk_arrays = st.one_of(junk, st.just(np.ones((3, 4, 2))), st.just(np.array(["a", "b"])),
+                        st.just(np.ones((0, 4))), st.just(np.full((10, 4), np.nan)),
+                        st.just(torch.ones(10, 4, dtype=torch.complex64)),
+                        st.just(np.ones((10, 4), dtype=object)))
+
+
 @settings(max_examples=40, deadline=None, derandomize=True)
 @given(k=junk, block=junk, queries=junk, metric=junk)
 def test_junk_arguments_raise_named_errors_only(k, block, queries, metric):
@@ -418,6 +442,37 @@ def test_junk_arguments_raise_named_errors_only(k, block, queries, metric):
         N.retrieval_metrics(X, X, k, block_size=block, queries=queries, metric=metric)
     except RelrepsError:
         pass  # expected for almost every draw; any other exception fails the test
+
+
+# function -> (valid positional arguments, keyword arguments that junk may replace)
+CALLS = {
+    N.knn_indices: ([X, X, 3], ["metric", "exclude", "block_size", "method"]),
+    N.retrieval_metrics: ([X, X, 3], ["queries", "metric", "block_size", "method"]),
+    N.mrr_at_k: ([X, X, 3], ["queries", "metric", "block_size"]),
+    N.jaccard_at_k: ([X, X, 3], ["queries", "metric"]),
+    N.mutual_knn: ([X, X, 3], ["metric", "block_size"]),
+    N.mutual_knn_metrics: ([X, X, 3], ["metric", "method"]),
+    N.measure_recall: ([X, X, 2, np.zeros((10, 2), dtype=int)], ["metric", "exclude", "sample",
+                                                                  "random_state"]),
+    N.sample_queries: ([10, 3], ["random_state"]),
+    N.plan_blocks: ([10, 10, 4, 3], ["itemsize", "query_block", "threads", "device"]),
+}
+
+
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(fn=st.sampled_from(list(CALLS)), slot=st.integers(0, 20), value=junk_arrays)
+def test_every_public_function_raises_only_named_errors(fn, slot, value):
+    args, keywords = CALLS[fn]
+    slot %= len(args) + len(keywords)
+    kwargs = {}
+    if slot < len(args):
+        args = [*args[:slot], value, *args[slot + 1:]]
+    else:
+        kwargs = {keywords[slot - len(args)]: value}
+    try:
+        fn(*args, **kwargs)
+    except RelrepsError:
+        pass  # a named error (or a valid result): anything else fails the test
 
 
 # --------------------------------------------------------------------------- helpers

@@ -174,7 +174,12 @@ def plan_blocks(n_queries: int, n_items: int, d: int, k: int, *, itemsize: int =
     k = check_int(k, "k", min_value=1)
     query_block = check_int(query_block, "query_block", min_value=1, allow_none=True)
     threads = check_int(threads, "threads", min_value=1, allow_none=True)
-    device = torch.device(device)
+    itemsize = check_int(itemsize, "itemsize", min_value=1)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputTypeError(f"device must be a torch device or its name, got {device!r}"
+                             ) from None
     sub = max(64, _pow2_at_least(4 * (k + 1)))
     mem = _device_memory(device)
     if device.type == "cpu":
