@@ -12,9 +12,9 @@ Exact search (``method="exact"``)
     maxima are compared with each query's current k-th best similarity; only the few sub-tiles
     that can change a top-k are searched, so the cost is the matrix products plus one pass of
     maxima (no sort of whole rows, no N x N matrix). Block sizes follow the machine's caches and
-    free memory (:func:`plan_blocks`). Memory: one tile buffer plus O(n_queries * k), and a
-    prepared (unit-norm) copy of the base when it fits in a quarter of the free memory (a
-    memory-mapped base is prepared tile by tile instead).
+    free memory (:func:`plan_blocks`); query blocks run in parallel threads. Memory: per
+    thread a few tile buffers, plus O(n_queries * k) and one norm per item: the base is never
+    copied (each tile is normalised as it is read, memory-mapped bases included).
 
     **Ties**: among equal similarities the lower item index ranks first, in every path
     (in-memory, dask, any block or chunk sizes). Similarities are matrix products, whose last bit
@@ -162,7 +162,7 @@ def plan_blocks(n_queries: int, n_items: int, d: int, k: int, *, itemsize: int =
     """Block sizes of an exact search, from the machine's caches (CPU) or free memory (GPU).
 
     On a CPU, query blocks are searched in parallel, one per thread (`threads`, default torch's
-    thread count), each single-threaded. A query block has enough rows (up to 1024) for the
+    thread count), each single-threaded. A query block has enough rows (up to 2048) for the
     matrix product to run at full speed, and each thread's tile of similarities (query block x
     item tile) fills its share of half the last-level cache (at least four L2 caches, between 4
     and 64 MiB), so the pass of sub-tile maxima reads it from cache right after the product
@@ -187,7 +187,7 @@ def plan_blocks(n_queries: int, n_items: int, d: int, k: int, *, itemsize: int =
         workers = threads or max(1, torch.get_num_threads())
         tile_bytes = max(llc // (2 * workers), 4 * l2)
         tile_bytes = min(max(tile_bytes, 4 << 20), 64 << 20)
-        rows_target = 1024
+        rows_target = 2048
     else:
         tile_bytes, rows_target = min(mem // 16, 1 << 30), 8192
     tile_bytes = max(1 << 20, min(tile_bytes, mem // 8))
@@ -219,17 +219,16 @@ class _Rows:
         # memmap and dask values were not scanned by check_array: check each block as it is read
         self.unchecked = isinstance(x, np.memmap) or self.kind == "dask"
 
-    def _tensor(self, block: Any, offset: int | None) -> torch.Tensor:
+    def _tensor(self, block: Any, offset: int | None, check: bool = True) -> torch.Tensor:
         if self.kind == "torch":
             return block.detach().to(dtype=self.dtype)
         block = np.asarray(block.compute() if self.kind == "dask" else block)
-        if self.unchecked:
+        if self.unchecked and check:
             check_finite_rows(block, self.name, offset=offset or 0)
-        return _from_numpy(block).to(device=self.device,
-                                                                 dtype=self.dtype)
+        return _from_numpy(block).to(device=self.device, dtype=self.dtype)
 
-    def get(self, start: int, stop: int) -> torch.Tensor:
-        return self._tensor(self.x[start:stop], start)
+    def get(self, start: int, stop: int, check: bool = True) -> torch.Tensor:
+        return self._tensor(self.x[start:stop], start, check)
 
     def take(self, idx: np.ndarray) -> torch.Tensor:
         if self.kind == "torch":
@@ -243,8 +242,7 @@ class _Rows:
                 raise NonFiniteError(f"{self.name} contains NaN or inf values (rows "
                                      f"{', '.join(str(int(i)) for i in idx[bad[:5]])}"
                                      f"{' ...' if bad.size > 5 else ''})")
-        return _from_numpy(block).to(device=self.device,
-                                                                dtype=self.dtype)
+        return _from_numpy(block).to(device=self.device, dtype=self.dtype)
 
     def rows(self, start: int, stop: int, ids: np.ndarray | None) -> torch.Tensor:
         """Rows [start, stop), or the rows `ids` when given."""
@@ -491,47 +489,110 @@ def _check_complete(idx: torch.Tensor | np.ndarray) -> None:
 
 # =============================================================================== exact engine
 
+def _unit_divisors(t: torch.Tensor, name: str, offset: int = 0
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row divisors `D` with ``t / D[:, None]`` the unit rows of `t`, and the rows (`bad`)
+    where `D` is not a normal number (norms beyond the dtype's range, subnormal rows), which
+    :func:`_apply_unit` normalises with :func:`relreps._numerics.unit_rows` instead.
+
+    ``D = s * |t / s|`` with `s` a power of two: the product is exact, so ``t / D`` equals
+    ``unit_rows(t)`` bit for bit (one correctly rounded division of the same number). Zero rows
+    are refused (cosine is undefined for them), named by global row number.
+    """
+    s = pow2_scale(t)  # exact power of two >= max |row|: the norm below cannot overflow
+    norms = torch.linalg.vector_norm(t / s, dim=1)
+    zero = norms == 0
+    if bool(zero.any()):
+        bad = torch.nonzero(zero).flatten()
+        rows = (bad[:5].cpu().numpy() + offset).tolist()
+        raise _zero_error(name, [int(r) for r in rows], int(bad.numel()))
+    div = s.squeeze(1) * norms
+    bad = ~torch.isfinite(div) | (div < torch.finfo(t.dtype).tiny)
+    return div, bad
+
+
+def _apply_unit(t: torch.Tensor, div: torch.Tensor, bad: torch.Tensor | None,
+                out: torch.Tensor | None = None) -> torch.Tensor:
+    """Unit rows of `t` from its :func:`_unit_divisors` (written into `out` when given)."""
+    out = torch.div(t, div[:, None], out=out) if out is not None else t / div[:, None]
+    if bad is not None and bool(bad.any()):
+        rows = torch.nonzero(bad).flatten()
+        out[rows] = unit_rows(t[rows])[0]
+    return out
+
+
+def _prep_base(t: torch.Tensor, metric: str, name: str, offset: int = 0,
+               scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Base rows ready for the product, computed as the in-memory search computes each tile
+    (so that dask chunks and in-memory tiles hold bit-identical values)."""
+    if metric == "inner":
+        return t / scale
+    div, bad = _unit_divisors(t, name, offset)
+    return _apply_unit(t, div, bad)
+
+
 class _Base:
-    """The items of a search: prepared once in memory when that fits, else tile by tile."""
+    """The items of a search, prepared tile by tile as the search reads them.
+
+    A prepass computes, per row, the norm that makes it a unit vector (cosine; zero rows are
+    refused there, before the long part) or the one power of two that scales every row (inner):
+    O(N) memory, never a second copy of the items. Each tile is then prepared into a reused
+    buffer with one division, a pass that costs a few percent of the tile's matrix product (it
+    is shared by all the rows of a query block).
+    """
 
     def __init__(self, rows: _Rows | None, metric: str,
                  prepared: torch.Tensor | None = None) -> None:
         self.rows, self.metric, self.prepared = rows, metric, prepared
         self.scale: torch.Tensor | None = None
+        self.f: torch.Tensor | None = None
+        self.bad: torch.Tensor | None = None
         self.n = int(prepared.shape[0]) if prepared is not None else rows.n
         if prepared is not None or rows is None:
             return
-        nbytes = rows.n * rows.d * rows.dtype.itemsize
-        keep = not rows.unchecked and nbytes <= _device_memory(rows.device) // 4
         if metric == "inner":
             self.scale = _global_scale(rows)
-        if keep:
-            self.prepared = torch.empty((rows.n, rows.d), dtype=rows.dtype, device=rows.device)
-            for s, blk in rows.blocks():
-                self.prepared[s:s + blk.shape[0]] = _prep(blk, metric, rows.name, s, self.scale)
-        elif metric == "cosine":  # find zero rows before the long part starts
-            for s, blk in rows.blocks():
-                _prep(blk, metric, rows.name, s)
+            return
+        f = torch.empty(rows.n, dtype=rows.dtype, device=rows.device)
+        bad = torch.zeros(rows.n, dtype=torch.bool, device=rows.device)
+        for s, blk in rows.blocks():
+            f[s:s + blk.shape[0]], bad[s:s + blk.shape[0]] = _unit_divisors(blk, rows.name, s)
+        self.f, self.bad = f, (bad if bool(bad.any()) else None)
 
-    def tile(self, start: int, stop: int) -> torch.Tensor:
+    def tile(self, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Prepared rows [start, stop), in `out` (a reused buffer of at least that many rows)."""
         if self.prepared is not None:
             return self.prepared[start:stop]
-        return _prep(self.rows.get(start, stop), self.metric, self.rows.name, start, self.scale)
+        t = self.rows.get(start, stop, check=False)  # the prepass checked every value
+        dst = None if out is None else out[:stop - start]
+        if self.metric == "inner":
+            return torch.div(t, self.scale, out=dst) if dst is not None else t / self.scale
+        return _apply_unit(t, self.f[start:stop],
+                           None if self.bad is None else self.bad[start:stop], dst)
 
 
 def _search(Q: torch.Tensor, base: _Base, k: int, plan: BlockPlan,
-            exclude: torch.Tensor | None = None, buf: torch.Tensor | None = None
-            ) -> tuple[torch.Tensor, torch.Tensor]:
+            exclude: torch.Tensor | None = None, buf: torch.Tensor | None = None,
+            items: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k (values, indices) of prepared query rows over all items of `base`.
 
     Slots stay empty (index ``_SENTINEL``, value -inf) only when fewer than k items qualify.
     """
     if buf is None:
         buf = _tile_buffer(Q.shape[0], plan, base.n, Q.dtype, Q.device)
+    tiles = _item_tiles(base.n, plan)
+    if items is None and base.prepared is None:
+        items = _item_buffer(plan, base.n, base.rows.d, Q.dtype, Q.device)
     run = _Running(Q.shape[0], k, plan.sub_tile, Q.dtype, Q.device)
-    for s, e in _item_tiles(base.n, plan):
-        _push_tile(run, Q, base.tile(s, e), s, buf, exclude)
+    for s, e in tiles:
+        _push_tile(run, Q, base.tile(s, e, items), s, buf, exclude)
     return run.vals, run.idx
+
+
+def _item_buffer(plan: BlockPlan, n_items: int, d: int, dtype: torch.dtype,
+                 device: torch.device) -> torch.Tensor:
+    widest = max((e - s for s, e in _item_tiles(n_items, plan)), default=1)
+    return torch.empty((widest, d), dtype=dtype, device=device)
 
 
 # =============================================================================== validation
@@ -667,14 +728,17 @@ def _run_blocks(fn: Any, ranges: Sequence[tuple[int, int]], device: torch.device
         torch.set_num_threads(threads)
 
 
-def _thread_buffers(rows: int, plan: BlockPlan, n_items: int, dtype: torch.dtype,
+def _thread_buffers(rows: int, plan: BlockPlan, base: _Base, dtype: torch.dtype,
                     device: torch.device, width: int = 0) -> Any:
-    """A getter of per-thread reused buffers: (tile buffer, query buffer of `width` columns)."""
+    """A getter of per-thread reused buffers: (similarity tile, prepared item tile or None,
+    query rows of `width` columns or None)."""
     local = threading.local()
 
-    def get() -> tuple[torch.Tensor, torch.Tensor | None]:
+    def get() -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         if not hasattr(local, "bufs"):
-            local.bufs = (_tile_buffer(rows, plan, n_items, dtype, device),
+            local.bufs = (_tile_buffer(rows, plan, base.n, dtype, device),
+                          None if base.prepared is not None else
+                          _item_buffer(plan, base.n, base.rows.d, dtype, device),
                           torch.empty((rows, width), dtype=dtype, device=device) if width
                           else None)
         return local.bufs
@@ -687,13 +751,14 @@ def _knn_local(qrows: _Rows, base: _Base, k: int, metric: str, plan: BlockPlan,
     out = np.empty((qrows.n, k), dtype=np.int64)
     ex_all = None if exclude is None else torch.as_tensor(exclude, device=qrows.device)
     ranges = _block_ranges(qrows.n, plan.query_block, qrows.device)
-    bufs = _thread_buffers(max(e - s for s, e in ranges), plan, base.n, qrows.dtype,
+    bufs = _thread_buffers(max(e - s for s, e in ranges), plan, base, qrows.dtype,
                            qrows.device)
 
     def block(r: tuple[int, int]) -> None:
         s, e = r
+        buf, items, _ = bufs()
         Q = _prep(qrows.get(s, e), metric, qrows.name, s)
-        _, idx = _search(Q, base, k, plan, None if ex_all is None else ex_all[s:e], bufs()[0])
+        _, idx = _search(Q, base, k, plan, None if ex_all is None else ex_all[s:e], buf, items)
         _check_complete(idx)
         out[s:e] = idx.cpu().numpy()
 
@@ -742,18 +807,18 @@ def _retrieval_local(src: _Rows, tgt: _Rows, qidx: np.ndarray | None, k: int, me
                        query_block=None if block_size is None else sets * block_size)
     step = max(1, plan.query_block // sets)  # stacked source and target rows fill one block
     ranges = _block_ranges(n_q, step, tgt.device)
-    bufs = _thread_buffers(sets * max(e - s for s, e in ranges), plan, base.n, tgt.dtype,
+    bufs = _thread_buffers(sets * max(e - s for s, e in ranges), plan, base, tgt.dtype,
                            tgt.device, tgt.d)
 
     def block(r: tuple[int, int]) -> np.ndarray:
         s, e = r
-        buf, qbuf = bufs()
+        buf, items, qbuf = bufs()
         ids = np.arange(s, e) if qidx is None else qidx[s:e]
         sel, m = (None if qidx is None else ids), e - s
         qbuf[:m] = _prep(src.rows(s, e, sel), metric, src.name, row_ids=ids)
         if need_t:  # stacked: one product per tile serves both neighbourhoods
             qbuf[m:2 * m] = _prep(tgt.rows(s, e, sel), metric, tgt.name, row_ids=ids)
-        _, idx = _search(qbuf[:sets * m], base, k, plan, buf=buf)
+        _, idx = _search(qbuf[:sets * m], base, k, plan, buf=buf, items=items)
         _check_complete(idx)
         idx = idx.cpu().numpy()
         return _pair_counts(idx[:m], idx[m:] if need_t else None, ids, k)
@@ -764,12 +829,14 @@ def _retrieval_local(src: _Rows, tgt: _Rows, qidx: np.ndarray | None, k: int, me
 # =============================================================================== dask paths
 
 def _dask_prep_block(block: np.ndarray, scale: Any = None, *, metric: str, label: str,
-                     block_info: Any = None) -> np.ndarray:
+                     base: bool, block_info: Any = None) -> np.ndarray:
     offset = int(block_info[0]["array-location"][0][0]) if block_info else 0
     check_finite_rows(block, label, offset=offset)
     t = _from_numpy(block)
+    if not base:
+        return _prep(t, metric, label, offset).numpy()
     sc = None if scale is None else torch.as_tensor(np.asarray(scale), dtype=t.dtype)
-    return _prep(t, metric, label, offset, sc).numpy()
+    return _prep_base(t, metric, label, offset, sc).numpy()
 
 
 def _dask_scale_of(m: np.ndarray) -> np.ndarray:
@@ -784,7 +851,8 @@ def _dask_prepared(x: Any, metric: str, name: str, dtype: np.dtype, base: bool) 
     args = [x]
     if metric == "inner" and base:
         args.append(da.map_blocks(_dask_scale_of, da.abs(x).max(), dtype=dtype))
-    return da.map_blocks(_dask_prep_block, *args, metric=metric, label=name, dtype=dtype)
+    return da.map_blocks(_dask_prep_block, *args, metric=metric, label=name, base=base,
+                         dtype=dtype)
 
 
 def _tile_task(qs: list[np.ndarray], b: np.ndarray, b_start: int, ex: np.ndarray | None,
@@ -1074,7 +1142,7 @@ def _ann_run(sets: Mapping[str, _QuerySet], base: _Rows, k: int, metric: str, me
                                   _Running(Q.shape[0], k, max(64, _pow2_at_least(4 * (k + 1))),
                                            Q.dtype, Q.device))
     for start, blk in base.blocks():
-        p = _prep(blk, metric, base.name, start, scale)
+        p = _prep_base(blk, metric, base.name, start, scale)
         index.add(p.numpy())
         for Q, ex, run in refs.values():
             plan = plan_blocks(Q.shape[0], p.shape[0], p.shape[1], k, itemsize=p.element_size())
