@@ -7,6 +7,8 @@ sub-tile filter and the tie repair paths.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -246,6 +248,24 @@ def test_power_of_two_scales_change_nothing(seed, e32, e64):
         for metric in ("cosine", "inner"):
             np.testing.assert_array_equal(N.knn_indices(sa, sb, 5, metric=metric),
                                           N.knn_indices(a, b, 5, metric=metric))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_base_preparation_equals_unit_rows_bit_for_bit(dtype):
+    # Items are normalised tile by tile from per-row norms; queries (and dask chunks) with
+    # unit_rows: the two must agree exactly, down to subnormal and near-overflow rows.
+    from relreps._numerics import unit_rows
+
+    fi = torch.finfo(dtype)
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(64, 7, generator=g, dtype=torch.float64)
+    mags = torch.logspace(math.log10(fi.tiny) - 5, math.log10(fi.max) - 2, 64,
+                          dtype=torch.float64)
+    t = (t / t.abs().amax(1, keepdim=True) * mags[:, None]).to(dtype)
+    t[3, :] = fi.max / 2  # a row whose norm overflows the dtype
+    t = t[(t != 0).any(1)]
+    np.testing.assert_array_equal(N._prep_base(t, "cosine", "x").numpy(),
+                                  unit_rows(t)[0].numpy())
 
 
 def test_huge_float32_inputs_keep_mrr_one():

@@ -319,9 +319,9 @@ def _total_order(vals: torch.Tensor, idx: torch.Tensor, k: int
 def _kth_bound(maxima: torch.Tensor, k: int) -> torch.Tensor:
     """Per row, a lower bound of the k-th largest value of a tile, from its sub-tile maxima.
 
-    The k-th largest of k distinct sub-tiles' maxima is one (k distinct values reach it). Taking
-    it over groups of sub-tiles (the k-th largest group maximum) keeps the bound valid and
-    nearly as tight while the selection runs on a few values per row instead of all maxima.
+    The k-th largest sub-tile maximum is one: k distinct values of the tile reach it. So is the
+    k-th largest maximum of groups of sub-tiles, which is nearly as tight and needs a selection
+    among a few values per row instead of all the maxima.
     """
     rows, m = maxima.shape
     groups = max(k, min(m, 4 * k, 32))
@@ -495,20 +495,25 @@ def _unit_divisors(t: torch.Tensor, name: str, offset: int = 0
     where `D` is not a normal number (norms beyond the dtype's range, subnormal rows), which
     :func:`_apply_unit` normalises with :func:`relreps._numerics.unit_rows` instead.
 
-    ``D = s * |t / s|`` with `s` a power of two: the product is exact, so ``t / D`` equals
-    ``unit_rows(t)`` bit for bit (one correctly rounded division of the same number). Zero rows
-    are refused (cosine is undefined for them), named by global row number.
+    ``D = |t|`` where that is safely in range (one pass), else ``s * |t / s|`` with `s` a power
+    of two (the product is exact): either way ``t / D`` equals ``unit_rows(t)`` bit for bit (one
+    correctly rounded division of the same number). Zero rows are refused (cosine is undefined
+    for them), named by global row number.
     """
-    s = pow2_scale(t)  # exact power of two >= max |row|: the norm below cannot overflow
-    norms = torch.linalg.vector_norm(t / s, dim=1)
+    norms = torch.linalg.vector_norm(t, dim=1)
+    fi = torch.finfo(t.dtype)
+    unsafe = ~torch.isfinite(norms) | (norms < fi.tiny ** 0.5 / fi.eps)  # as in _numerics
+    if bool(unsafe.any()):
+        rows = torch.nonzero(unsafe).flatten()
+        s = pow2_scale(t[rows])
+        norms[rows] = s.squeeze(1) * torch.linalg.vector_norm(t[rows] / s, dim=1)
     zero = norms == 0
     if bool(zero.any()):
         bad = torch.nonzero(zero).flatten()
         rows = (bad[:5].cpu().numpy() + offset).tolist()
         raise _zero_error(name, [int(r) for r in rows], int(bad.numel()))
-    div = s.squeeze(1) * norms
-    bad = ~torch.isfinite(div) | (div < torch.finfo(t.dtype).tiny)
-    return div, bad
+    bad = ~torch.isfinite(norms) | (norms < fi.tiny)
+    return norms, bad
 
 
 def _apply_unit(t: torch.Tensor, div: torch.Tensor, bad: torch.Tensor | None,
