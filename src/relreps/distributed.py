@@ -20,7 +20,10 @@ is the number of cores a worker uses.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from relreps.errors import MissingDependencyError, OptionError
@@ -131,3 +134,24 @@ def client_info(client: Any) -> dict[str, Any]:
             "workers": len(ws),
             "threads": int(sum(w.get("nthreads", 0) for w in ws.values())),
             "memory_limit_bytes": int(sum(w.get("memory_limit", 0) or 0 for w in ws.values()))}
+
+
+@contextlib.contextmanager
+def cluster_client(scheduler: str | None = None, workers: int | None = None
+                   ) -> Iterator[Any]:
+    """A client for the duration of one command, or None when neither argument is given.
+
+    A local cluster started here is shut down on exit; an existing cluster keeps running.
+    Dask's own start/stop chatter is kept below ERROR meanwhile (the CLI prints one line a step).
+    """
+    if scheduler is None and workers is None:
+        yield None
+        return
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with get_client(scheduler=scheduler, workers=workers) as client:
+            yield client
+    finally:
+        logger.setLevel(level)
