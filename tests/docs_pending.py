@@ -21,10 +21,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 # dotted name of a module or of a module-level object -> regex of the documentation code using it
-PENDING: dict[str, str] = {
-    "relreps.neighbors": r"\brelreps\.neighbors\b",
-    "relreps.distributed": r"\brelreps\.distributed\b",
-}
+PENDING: dict[str, str] = {}
 
 
 def module_file(module: str) -> Path | None:

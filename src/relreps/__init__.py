@@ -29,9 +29,9 @@ _LAZY = {
     "load": "relreps.persistence",
     "compare_spaces": "relreps.workflow.compare",
 }
-_SUBMODULES = ("anchors", "centering", "metrics", "similarity", "projection", "stitching",
-               "translation", "nn", "io", "persistence", "validation", "errors", "workflow",
-               "encoders", "datasets", "experiments")
+_SUBMODULES = ("anchors", "centering", "metrics", "neighbors", "similarity", "projection",
+               "stitching", "translation", "nn", "io", "runs", "persistence", "validation",
+               "errors", "workflow", "distributed", "cache", "encoders", "datasets", "experiments")
 
 __all__ = ["__version__", "RelrepsError", "AnchorError", "MissingDependencyError",
            *_LAZY, *_SUBMODULES]

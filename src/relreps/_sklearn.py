@@ -42,7 +42,7 @@ def check_is_fitted(estimator: Any, attributes: Any = None) -> None:
 
 def _reraise(e: Exception) -> None:
     msg = str(e)
-    if isinstance(e, TypeError):
+    if isinstance(e, TypeError) or "complex" in msg.lower() or "dtype" in msg.lower():
         raise InputTypeError(msg) from None
     if "dimension" in msg.lower() or "expected 2d" in msg.lower() or "features" in msg.lower() \
             or "sample" in msg.lower():

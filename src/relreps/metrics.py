@@ -1,8 +1,8 @@
 """Comparing latent spaces: how alike are two representations of the same samples?
 
-Neighbourhood agreement (moving to :mod:`relreps.neighbors`, re-exported here):
-:func:`knn_indices`, :func:`retrieval_metrics`, :func:`jaccard_at_k`, :func:`mrr_at_k`,
-:func:`mutual_knn`.
+Neighbourhood agreement lives in :mod:`relreps.neighbors` (exact, dask and approximate
+search) and is re-exported here: :func:`knn_indices`, :func:`retrieval_metrics`,
+:func:`jaccard_at_k`, :func:`mrr_at_k`, :func:`mutual_knn`, :func:`mutual_knn_metrics`.
 
 Similarity of spaces (this module; definitions, invariances and references in
 ``docs/metrics.md``):
@@ -48,6 +48,14 @@ from relreps.errors import (
     RelrepsError,
     ShapeError,
 )
+from relreps.neighbors import (  # noqa: F401 - re-exported: the neighbourhood metrics live there
+    jaccard_at_k,
+    knn_indices,
+    mrr_at_k,
+    mutual_knn,
+    mutual_knn_metrics,
+    retrieval_metrics,
+)
 from relreps.validation import (
     check_array,
     check_bool,
@@ -64,134 +72,9 @@ from relreps.validation import (
 )
 
 __all__ = ["knn_indices", "retrieval_metrics", "jaccard_at_k", "mrr_at_k", "mutual_knn",
-           "mean_cosine", "cka", "CKAAccumulator", "svcca", "pwcca", "procrustes_distance",
-           "rsa", "compare_layers", "LayerComparison", "CCAWarning", "RSA_MAX_SAMPLES",
-           "RBF_MAX_SAMPLES"]
-
-_BLOCK_ELEMENTS = 1 << 24  # similarity entries held at once (64 MB in float32)
-
-
-def _tensor(x: Array, name: str) -> torch.Tensor:
-    x = check_array(x, name)
-    t = x.detach() if is_torch(x) else torch.from_numpy(np.ascontiguousarray(x))
-    if t.dtype not in (torch.float32, torch.float64):
-        t = t.to(torch.float32)
-    return t
-
-
-def _pair(a: Array, b: Array, names: tuple[str, str], same_width: bool = True
-          ) -> tuple[torch.Tensor, torch.Tensor]:
-    ta, tb = _tensor(a, names[0]), _tensor(b, names[1])
-    if ta.shape[0] != tb.shape[0]:
-        raise RelrepsError(f"{names[0]} has {ta.shape[0]} rows but {names[1]} has {tb.shape[0]}; "
-                           "rows must correspond (row i is the same sample in both)")
-    if same_width and ta.shape[1] != tb.shape[1]:
-        raise RelrepsError(f"{names[0]} has width {ta.shape[1]} but {names[1]} has {tb.shape[1]}: "
-                           "searching one space's vectors in the other needs equal widths (compare "
-                           "relative spaces with the same anchors, or use cka)")
-    dtype = torch.promote_types(ta.dtype, tb.dtype)
-    return ta.to(dtype), tb.to(dtype)
-
-
-def _unit(t: torch.Tensor, name: str) -> torch.Tensor:
-    n = torch.linalg.vector_norm(t, dim=1, keepdim=True)
-    if bool((n == 0).any()):
-        rows = torch.nonzero(n.ravel() == 0)[:5].ravel().tolist()
-        raise RelrepsError(f"{name} has zero vectors (rows {rows}): cosine neighbours are "
-                           "undefined")
-    return t / n
-
-
-def _prep(t: torch.Tensor, metric: str, name: str) -> torch.Tensor:
-    if metric == "cosine":
-        return _unit(t, name)
-    if metric == "inner":
-        return t
-    raise RelrepsError(f"metric must be 'cosine' or 'inner', got {metric!r}")
-
-
-def knn_indices(queries: Array, base: Array, k: int, *, metric: str = "cosine",
-                exclude: Array | None = None, block_size: int | None = None) -> np.ndarray:
-    """Indices (n_queries, k) of each query's k most similar rows of `base`, most similar first.
-
-    `exclude[i]` (optional) is a row of `base` that query i may not return (its own position).
-    """
-    q = _prep(_tensor(queries, "queries"), metric, "queries")
-    b = _prep(_tensor(base, "base"), metric, "base")
-    if q.shape[1] != b.shape[1]:
-        raise RelrepsError(f"queries have width {q.shape[1]}, base has {b.shape[1]}")
-    n_base = b.shape[0] - (1 if exclude is not None else 0)
-    if not 1 <= k <= n_base:
-        raise RelrepsError(f"k must be between 1 and {n_base}, got {k}")
-    q, b = q.to(torch.promote_types(q.dtype, b.dtype)), b.to(torch.promote_types(q.dtype, b.dtype))
-    ex = None if exclude is None else torch.as_tensor(np.asarray(exclude), dtype=torch.long)
-    if ex is not None and (ex.shape != (q.shape[0],) or (len(ex) and (
-            int(ex.min()) < 0 or int(ex.max()) >= b.shape[0]))):
-        raise RelrepsError(f"exclude must hold one row index in [0, {b.shape[0]}) per query")
-    step = block_size or max(1, _BLOCK_ELEMENTS // max(b.shape[0], 1))
-    out = np.empty((q.shape[0], k), dtype=np.int64)
-    with torch.no_grad():
-        for s in range(0, q.shape[0], step):
-            sims = q[s:s + step] @ b.T
-            if ex is not None:
-                e = ex[s:s + step]
-                sims[torch.arange(len(e)), e] = -torch.inf
-            out[s:s + step] = torch.topk(sims, k, dim=1, sorted=True).indices.numpy()
-    return out
-
-
-def retrieval_metrics(source: Array, target: Array, k: int = 5, *,
-                      queries: Array | None = None, metric: str = "cosine",
-                      block_size: int | None = None) -> dict[str, float]:
-    """Jaccard@k and MRR@k of `source` searched in `target` (the paper's definitions).
-
-    For each query sample i, its source vector is searched among all target vectors (top k, set
-    S_i). MRR@k: mean of 1/rank of i in S_i (0 when absent). Jaccard@k: mean of
-    |S_i ∩ T_i| / |S_i ∪ T_i| where T_i are the top k targets of i's own target vector.
-    `queries` restricts the queries to a subset of rows (all rows are still searched).
-    """
-    s, t = _pair(source, target, ("source", "target"))
-    q = np.arange(s.shape[0]) if queries is None else np.asarray(queries, dtype=np.int64)
-    if q.size == 0:
-        raise RelrepsError("no queries")
-    if q.ndim != 1 or q.min() < 0 or q.max() >= s.shape[0]:
-        raise RelrepsError(f"queries must be row indices in [0, {s.shape[0]}); a negative index "
-                           "would search one row and score another")
-    qi = torch.as_tensor(q)
-    S = knn_indices(s[qi], t, k, metric=metric, block_size=block_size)
-    T = knn_indices(t[qi], t, k, metric=metric, block_size=block_size)
-    hit = S == q[:, None]
-    rank = np.where(hit.any(1), hit.argmax(1) + 1, 0)
-    mrr = np.where(rank > 0, 1.0 / np.maximum(rank, 1), 0.0)
-    inter = (S[:, :, None] == T[:, None, :]).any(-1).sum(-1)
-    jac = inter / (2 * k - inter)
-    return {"jaccard": float(jac.mean()), "mrr": float(mrr.mean())}
-
-
-def jaccard_at_k(source: Array, target: Array, k: int = 5, **kwargs: Any) -> float:
-    """Mean Jaccard similarity of neighbourhoods (see :func:`retrieval_metrics`)."""
-    return retrieval_metrics(source, target, k, **kwargs)["jaccard"]
-
-
-def mrr_at_k(source: Array, target: Array, k: int = 5, **kwargs: Any) -> float:
-    """Mean reciprocal rank of each sample among its source vector's top-k targets."""
-    return retrieval_metrics(source, target, k, **kwargs)["mrr"]
-
-
-def mutual_knn(a: Array, b: Array, k: int = 10, *, metric: str = "cosine",
-               block_size: int | None = None) -> float:
-    """Mean fraction of each sample's k nearest neighbours (itself excluded) shared by a and b."""
-    x, y = _pair(a, b, ("a", "b"), same_width=False)
-    self_idx = np.arange(x.shape[0])
-    na = knn_indices(x, x, k, metric=metric, exclude=self_idx, block_size=block_size)
-    nb = knn_indices(y, y, k, metric=metric, exclude=self_idx, block_size=block_size)
-    inter = (na[:, :, None] == nb[:, None, :]).any(-1).sum(-1)
-    return float((inter / k).mean())
-
-
-# =============================================================================================
-# Similarity of spaces. Nothing below depends on the neighbourhood code above.
-# =============================================================================================
+           "mutual_knn_metrics", "mean_cosine", "cka", "CKAAccumulator", "svcca", "pwcca",
+           "procrustes_distance", "rsa", "compare_layers", "LayerComparison", "CCAWarning",
+           "RSA_MAX_SAMPLES", "RBF_MAX_SAMPLES"]
 
 RBF_MAX_SAMPLES = 10_000  # rbf CKA builds n x n float64 Gram matrices (0.8 GB each at this n)
 RSA_MAX_SAMPLES = 4_000   # rsa above this n: a seeded subsample of rows (8M pairs per RDM)

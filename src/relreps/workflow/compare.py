@@ -273,18 +273,12 @@ class Comparison:
     def _project(self, name: str, x: Any, anchors: np.ndarray, center: Any, tmp: Path) -> Any:
         from relreps.projection import relative_projection
 
-        from ._compat import dask_supported
-
         a = anchors.astype(x.dtype if np.dtype(x.dtype).kind == "f" else np.float64, copy=False)
         self.log(f"projecting {name} ({x.shape[0]:,} x {x.shape[1]}) on {len(a)} anchors")
         if is_dask(x):
             from relreps.io import read_array, write_array
 
-            if dask_supported("projection"):
-                r = relative_projection(x, a, similarity=self.similarity, center=center)
-            else:  # SHIM: one projection per row block, until projection accepts dask arrays
-                r = x.map_blocks(_project_block, a, similarity=self.similarity, center=center,
-                                 chunks=(x.chunks[0], (len(a),)), dtype=x.dtype)
+            r = relative_projection(x, a, similarity=self.similarity, center=center)
             # Computed once (by the workers, straight into a Zarr store on disk), read lazily.
             path = tmp / f"{len(os.listdir(tmp))}.zarr"
             write_array(path, r)
@@ -366,22 +360,14 @@ class Comparison:
         """The array handed to the neighbour search: a dask array (searched block by block, in
         bounded memory) for lazy inputs and above STREAM_ITEMS items where the search accepts
         dask arrays; else the numpy (memory-mapped) array."""
-        from ._compat import dask_supported
-
         if not (is_dask(x) or x.shape[0] > STREAM_ITEMS):
             return x
-        if dask_supported("neighbors"):
-            if is_dask(x):
-                return x
-            import dask.array as da
+        if is_dask(x):
+            return x
+        import dask.array as da
 
-            rows = max(1, (64 << 20) // max(1, x.shape[1] * x.itemsize))
-            return da.from_array(x, chunks=(rows, x.shape[1]))
-        note = ("the neighbour search held each space in memory (this installation's "
-                "relreps.neighbors does not take dask arrays)")
-        if note not in self.notes:
-            self.notes.append(note)
-        return np.asarray(x.compute()) if is_dask(x) else x
+        rows = max(1, (64 << 20) // max(1, x.shape[1] * x.itemsize))
+        return da.from_array(x, chunks=(rows, x.shape[1]))
 
     def _retrieval(self, source: Any, target: Any, queries: np.ndarray | None) -> dict[str, float]:
         from relreps.metrics import retrieval_metrics
@@ -406,10 +392,8 @@ class Comparison:
                    center: Any) -> dict[str, Any]:
         from sklearn.model_selection import train_test_split
 
-        from relreps.stitching import stitching_matrix
+        from relreps.stitching import make_head, stitching_matrix
         from relreps.translation import LatentTranslator
-
-        from ._compat import make_head
 
         y = self.labels
         train, test = self.train, self.test
@@ -492,13 +476,6 @@ class Comparison:
         else:
             out["color"] = out["absolute"][first][:, 0]
         return out
-
-
-def _project_block(block: np.ndarray, anchors: np.ndarray, *, similarity: str, center: Any
-                   ) -> np.ndarray:
-    from relreps.projection import relative_projection
-
-    return relative_projection(np.asarray(block), anchors, similarity=similarity, center=center)
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
@@ -863,12 +840,11 @@ def cli_compare(args: Any) -> int:
     import json
     import sys
 
+    from relreps.distributed import cluster_client
     from relreps.experiments.base import _jsonable, _versions
     from relreps.io import read_array, read_index, read_labels, split_spec
     from relreps.progress import quiet
     from relreps.runs import prepare_run
-
-    from ._compat import client_for
 
     def log(msg: str) -> None:
         if not quiet():
@@ -890,7 +866,7 @@ def cli_compare(args: Any) -> int:
         n = int(next(iter(arrays.values())).shape[0])
         labels = read_labels(args.labels, n=n) if args.labels else None
         index = read_index(args.anchor_index, n=n) if args.anchor_index else None
-        with client_for(args.scheduler, args.workers) as client:
+        with cluster_client(args.scheduler, args.workers) as client:
             job = prepare_comparison(arrays, labels, n_anchors=args.anchors, anchor_index=index,
                                      sampler=args.sampler, k=args.k, similarity=args.similarity,
                                      center=args.center, seed=args.seed, n_queries=args.queries,

@@ -331,12 +331,11 @@ def _open_store(path: Path, meta: dict[str, Any], enc: Any, texts: list[str], ba
 
 def cli_embed(args: Any) -> int:
     """``relreps embed``."""
+    from relreps.distributed import cluster_client
     from relreps.io import read_texts
     from relreps.progress import quiet
     from relreps.runs import check_cache_writable
     from relreps.validation import check_int
-
-    from ._compat import client_for
 
     def log(msg: str) -> None:
         if not quiet():
@@ -354,7 +353,7 @@ def cli_embed(args: Any) -> int:
     if not args.encoder.startswith("hash:"):
         check_cache_writable()
     texts = read_texts(args.texts)
-    with client_for(args.scheduler, args.workers) as client:
+    with cluster_client(args.scheduler, args.workers) as client:
         rep = embed_texts(texts, args.encoder, path, batch_size=args.batch_size,
                           partition_size=args.partition_size, client=client, force=args.force,
                           log=log)
