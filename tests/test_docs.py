@@ -66,9 +66,6 @@ DEDICATED = {
 _SNIPPETS = "its Python blocks are snippets with undefined names"
 _FULL_RUNS = "its bash blocks are full-scale runs (minutes to hours)"
 UNCONVERTED = {
-    "README.md": "the README's 'ten lines' use undefined variables (to be replaced by the "
-                 "tested 'At a glance' block of docs/index.md) and its bash blocks need no-run "
-                 "markers (owner: lead)",
     "docs/reliability.md": f"{_SNIPPETS} and a sweep that takes minutes (owner: safety)",
     "docs/scaling.md": f"{_SNIPPETS} and Zarr files that do not exist (owner: neighbors)",
     "docs/word-embeddings.md": f"{_SNIPPETS}; {_FULL_RUNS} (owner: exp)",
