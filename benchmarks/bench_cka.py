@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     floor = best_of(lambda: floor_feature(xt, yt), args.repeat)
     rows = [(f"floor: X^T Y + X^T X + Y^T Y (torch float32, {torch.get_num_threads()} threads)",
              f"{floor:.3f} s  1.00x")]
-    out: dict[str, float] = {}
+    out: dict[str, float] = {"n": args.n, "d": args.d, "d2": d2, "floor_s": floor}
     for label, fn in (("cka numpy", lambda: cka(x, y)),
                       ("cka torch", lambda: cka(xt, yt)),
                       ("cka numpy debiased", lambda: cka(x, y, debiased=True)),

@@ -63,7 +63,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                ("ratio memmap / in-memory", f"{elapsed / in_mem:.2f}x"),
                ("max error on 1000 checked rows", f"{err:.2e}"),
            ])
-    return {"peak_gib": peak / 2**20, "ratio": elapsed / in_mem}
+    return {"n": args.n, "d": args.d, "anchors": args.anchors, "chunk": args.chunk,
+            "input_gib": gib, "peak_gib": peak / 2**20, "peak_bytes": peak * 1024,
+            "seconds": elapsed, "in_memory_scaled_s": in_mem, "ratio": elapsed / in_mem,
+            "max_abs_err": err}
 
 
 if __name__ == "__main__":
