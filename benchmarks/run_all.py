@@ -199,7 +199,7 @@ def _dask(r: dict) -> list[dict]:
     peak = dk["max_peak_worker_rss_mib"]
     limit = dk["cluster"]["memory_limit_bytes"] / max(1, dk["cluster"]["workers"])
     return [
-        _check("dask_projection", "completed, output shape right", r["completed"], "True",
+        _check("dask_projection", "completed, every output chunk written", r["completed"], "True",
                r["completed"] is True, size),
         _check("dask_projection", f"max |dask - numpy path| on {r['sample_rows']:,} rows",
                dk["max_abs_err"], f"<= {r['tolerance']:g}", r["equal_on_sample"], size),
