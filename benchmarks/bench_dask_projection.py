@@ -177,9 +177,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 ids = {w: s.get("id") for w, s in client.scheduler_info()["workers"].items()}
                 t0 = time.perf_counter()
                 out = relative_projection(da.from_zarr(str(zpath)), anchors)
-                # written like the input (same chunks, same codec), each task its own chunk
-                da.to_zarr(out, _zarr_create(tmp / "r.zarr", (n, k), args.chunk_rows,
-                                             args.compress))
+                # Written like the input (same chunks, same codec), one task per chunk. Not into
+                # a pre-created zarr.Array: dask then rechunks blocks larger than its
+                # array.chunk-size to sizes that straddle the store's chunks, and tasks sharing
+                # a chunk overwrite each other's rows (seen at 50,000 x 768).
+                da.to_zarr(out, str(tmp / "r.zarr"),
+                           **({} if args.compress else {"compressors": None}))
                 dask_s = time.perf_counter() - t0
                 after_ids = {w: s.get("id")
                              for w, s in client.scheduler_info()["workers"].items()}
@@ -190,7 +193,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         got = np.asarray(zout.get_orthogonal_selection((rows, slice(None))))
         dask_err = float(np.abs(got - ref).max())
         # every chunk written (a missing one would read as zeros, not fail)
-        complete = (tuple(zout.shape) == (n, k)
+        complete = (tuple(zout.shape) == (n, k) and zout.chunks[0] == args.chunk_rows
                     and getattr(zout, "nchunks_initialized", zout.nchunks) == zout.nchunks)
     finally:
         if args.keep:
