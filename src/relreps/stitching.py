@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.utils.metaestimators import available_if
 
 from relreps._backend import Array, to_numpy
@@ -70,7 +70,8 @@ from relreps.validation import (
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
 
-__all__ = ["StitchedClassifier", "CVLogisticRegression", "stitching_matrix", "StitchingResult",
+__all__ = ["StitchedClassifier", "CVLogisticRegression", "ConstantFeatureFilter",
+           "stitching_matrix", "StitchingResult",
            "make_head", "check_head", "head_is_deterministic", "score", "HEADS", "METRICS",
            "DEFAULT_CS"]
 
@@ -266,6 +267,49 @@ class CVLogisticRegression(ClassifierMixin, BaseEstimator):
         return self.estimator_.predict(X)
 
 
+class ConstantFeatureFilter(TransformerMixin, BaseEstimator):
+    """Drops the features that are constant on the fit data in float32 precision.
+
+    A feature whose range over the fit rows is at most float32's machine epsilon times its
+    largest magnitude carries no information, and a scaler would divide its rounding noise by a
+    standard deviation of the order of that noise, turning it into a feature of unit variance
+    (a relative feature that is constant on the training rows, e.g. the cosine to an anchor that
+    is orthogonal to every training sample, would then dominate the head). The heads of
+    :func:`make_head` put this filter before their scaler. When every feature is constant, the
+    one with the largest range is kept, so that the classifier still has an input.
+
+    Attributes
+    ----------
+    keep_ : boolean mask of the kept features.
+    n_features_in_, feature_names_in_ : as in scikit-learn.
+    """
+
+    def fit(self, X: Any, y: Any = None) -> ConstantFeatureFilter:
+        """Find the features that vary over the rows of `X`."""
+        X = validate_data(self, X, reset=True, kinds=("numpy",))
+        lo, hi = X.min(axis=0), X.max(axis=0)
+        spread = hi.astype(np.float64) - lo
+        size = np.maximum(np.abs(lo), np.abs(hi)).astype(np.float64)
+        keep = spread > np.finfo(np.float32).eps * size
+        if not keep.any():
+            keep[int(np.argmax(spread))] = True
+        self.keep_ = keep
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """`X` without the features found constant by :meth:`fit`."""
+        check_is_fitted(self, "keep_")
+        X = validate_data(self, X, reset=False, kinds=("numpy",))
+        return X[:, self.keep_]
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names of the kept features."""
+        from sklearn.utils.validation import _check_feature_names_in
+
+        check_is_fitted(self, "keep_")
+        return np.asarray(_check_feature_names_in(self, input_features))[self.keep_]
+
+
 def _classification_targets(y: Any) -> np.ndarray:
     from sklearn.utils.multiclass import check_classification_targets
 
@@ -324,12 +368,13 @@ def head_is_deterministic(head: Any) -> bool:
 def make_head(head: str | Callable[[int | None], Any] = "logreg-cv", seed: int | None = 0) -> Any:
     """A fresh, unfitted classifier head.
 
-    ``"logreg-cv"`` (default): standardised features, L2 logistic regression whose C is chosen
-    by stratified cross-validation on the fit data (:class:`CVLogisticRegression`; the chosen C
-    is ``head[-1].C_``). ``"logreg"``: the same with C=1. ``"logreg-c<C>"``: a given C, e.g.
-    ``"logreg-c0.01"``. ``"mlp"``: the paper's relative head (:class:`relreps.nn.TorchClassifier`).
-    A callable is called with the seed and must return an estimator with ``fit`` and
-    ``predict``.
+    ``"logreg-cv"`` (default): features constant on the fit rows dropped
+    (:class:`ConstantFeatureFilter`), the rest standardised, L2 logistic regression whose C is
+    chosen by stratified cross-validation on the fit data (:class:`CVLogisticRegression`; the
+    chosen C is ``head[-1].C_``). ``"logreg"``: the same with C=1. ``"logreg-c<C>"``: a given C,
+    e.g. ``"logreg-c0.01"``. ``"mlp"``: the paper's relative head
+    (:class:`relreps.nn.TorchClassifier`). A callable is called with the seed and must return an
+    estimator with ``fit`` and ``predict``.
     """
     seed = check_int(seed, "seed", min_value=0, allow_none=True)
     kind, c = _parse_head(head)
@@ -348,9 +393,9 @@ def make_head(head: str | Callable[[int | None], Any] = "logreg-cv", seed: int |
     from sklearn.preprocessing import StandardScaler
 
     if kind == "logreg-cv":
-        return make_pipeline(StandardScaler(), CVLogisticRegression())
-    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000,
-                                                              random_state=seed))
+        return make_pipeline(ConstantFeatureFilter(), StandardScaler(), CVLogisticRegression())
+    return make_pipeline(ConstantFeatureFilter(), StandardScaler(),
+                         LogisticRegression(C=c, max_iter=2000, random_state=seed))
 
 
 def _head_C(head: Any) -> float | None:
