@@ -117,8 +117,12 @@ def load(path: str | os.PathLike[str], *, expected: type | str | None = None) ->
         raise FormatError(f"{path} is not a file")
     with open(path, "rb") as f:
         start = f.read(16)
+    # A safetensors file starts with its header's length (8 bytes, little-endian), then "{": a
+    # length whose first byte is 0x80 would otherwise read as a pickle's opcode.
+    header = int.from_bytes(start[:8], "little")
+    safetensors_like = start[8:9] == b"{" and 8 + header <= path.stat().st_size
     for magic, what in _MAGIC.items():
-        if start.startswith(magic):
+        if not safetensors_like and start.startswith(magic):
             raise FormatError(f"{path} is {what}, not a relreps file; relreps never loads "
                               "pickled or zipped objects (they can run code)")
     want = None if expected is None else expected if isinstance(expected, str) else \

@@ -137,8 +137,11 @@ def _host(x: Any) -> Any:
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float | None:
-    if a.std() == 0 or b.std() == 0:
-        return None
+    """Pearson r; None when either side is constant up to float64 rounding (a constant axis
+    computed by a matrix product can differ from row to row in its last bits)."""
+    for v in (a, b):
+        if v.std() <= 64 * np.finfo(np.float64).eps * max(float(np.abs(v).max()), 1e-300):
+            return None
     return float(np.corrcoef(a, b)[0, 1])
 
 

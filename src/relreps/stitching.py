@@ -85,6 +85,10 @@ DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 2, 13))
 #: the data only and the head is deterministic.
 CV_SEED = 0
 
+#: A feature whose range over the fit rows is at most this many float32 epsilons times its
+#: magnitude is constant for :class:`ConstantFeatureFilter`.
+CONSTANT_ULPS = 16
+
 CENTERS = (None, "none", "anchors", "auto")
 AnchorSpec = Any  # index array | mapping space -> anchor embeddings | AnchorSet
 _LOGREG_C = re.compile(r"logreg-c(.+)")
@@ -270,11 +274,12 @@ class CVLogisticRegression(ClassifierMixin, BaseEstimator):
 class ConstantFeatureFilter(TransformerMixin, BaseEstimator):
     """Drops the features that are constant on the fit data in float32 precision.
 
-    A feature whose range over the fit rows is at most float32's machine epsilon times its
-    largest magnitude carries no information, and a scaler would divide its rounding noise by a
-    standard deviation of the order of that noise, turning it into a feature of unit variance
-    (a relative feature that is constant on the training rows, e.g. the cosine to an anchor that
-    is orthogonal to every training sample, would then dominate the head). The heads of
+    A feature whose range over the fit rows is at most :data:`CONSTANT_ULPS` float32 machine
+    epsilons times its largest magnitude (a few units in the last place: what a constant computed
+    in float32 differs by from row to row) carries no information, and a scaler would divide its
+    rounding noise by a standard deviation of the order of that noise, turning it into a feature
+    of unit variance that rules the head on new rows (a relative feature constant on the training
+    rows, e.g. the cosine to an anchor orthogonal to every training sample, is one). The heads of
     :func:`make_head` put this filter before their scaler. When every feature is constant, the
     one with the largest range is kept, so that the classifier still has an input.
 
@@ -290,7 +295,7 @@ class ConstantFeatureFilter(TransformerMixin, BaseEstimator):
         lo, hi = X.min(axis=0), X.max(axis=0)
         spread = hi.astype(np.float64) - lo
         size = np.maximum(np.abs(lo), np.abs(hi)).astype(np.float64)
-        keep = spread > np.finfo(np.float32).eps * size
+        keep = spread > CONSTANT_ULPS * np.finfo(np.float32).eps * size
         if not keep.any():
             keep[int(np.argmax(spread))] = True
         self.keep_ = keep
