@@ -272,3 +272,18 @@ def test_a_header_length_starting_with_0x80_is_not_taken_for_a_pickle(data, tmp_
     (tmp_path / "p.safetensors").write_bytes(b"\x80\x04\x95" + b"\x00" * 20)
     with pytest.raises(FormatError, match="pickle"):
         load(tmp_path / "p.safetensors")
+
+
+def test_heads_without_the_constant_filter_still_round_trip(data, tmp_path):
+    # heads saved before make_head put a ConstantFeatureFilter first have two steps
+    m = _fitted("logreg", data)
+    assert type(m.head_.steps[0][1]).__name__ == "ConstantFeatureFilter"
+    assert m.head_[0].keep_.all()  # every feature varies: the filter is the identity here
+    full = load(save(m, tmp_path / "f.safetensors"))
+    assert full.head_[0].keep_.tolist() == m.head_[0].keep_.tolist()
+    m.head_.steps = m.head_.steps[1:]
+    back = load(save(m, tmp_path / "m.safetensors"))
+    assert [type(s).__name__ for _, s in back.head_.steps] == ["StandardScaler",
+                                                              "LogisticRegression"]
+    for other in (back, full):
+        assert other.predict_proba(data[2]).tobytes() == m.predict_proba(data[2]).tobytes()
