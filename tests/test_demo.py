@@ -18,10 +18,28 @@ def test_demo_smoke_shows_the_claim(tmp_path):
     assert s["relative_stitched_acc"] > 0.85
     assert s["absolute_stitched_acc"] < 0.5
     assert s["claim_holds"] is True
+    # one shared 2-D basis: the seeds' absolute coordinates disagree, the relative ones agree
+    abs_corr, rel_corr = s["absolute_axis_corr"], s["relative_axis_corr"]
+    assert len(abs_corr) == len(rel_corr) == 2
+    assert min(rel_corr) > 0.95
+    assert min(abs_corr) < 0.5 and sum(abs_corr) < sum(rel_corr) - 0.5
     for f in ("results.json", "results.md", "meta.json", "latent_spaces.png", "stitching.png"):
         assert (tmp_path / f).stat().st_size > 0
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["scale"] == "smoke" and data["rows"]
+    # the stitching table reports every ordered pair of seeds, not only a mean
+    pairs = [r for r in data["rows"] if r["table"] == "stitching_pairs"]
+    assert sorted((r["fit_space"], r["eval_space"]) for r in pairs) == [
+        ("seed 0", "seed 0"), ("seed 0", "seed 1"), ("seed 1", "seed 0"), ("seed 1", "seed 1")]
+    for r in pairs:
+        assert r["absolute_accuracy_std"] is None  # a deterministic head: a single replicate
+        assert (r["relative_accuracy_mean"] > 0.85) and (
+            r["absolute_accuracy_mean"] > 0.85) is not r["stitched"]
+    basis = {r["space"]: r for r in data["rows"] if r["table"] == "shared_basis"}
+    assert [basis["relative"]["axis1_corr"], basis["relative"]["axis2_corr"]] == rel_corr
+    md = (tmp_path / "results.md").read_text()
+    assert "nan" not in md.lower()
+    assert "| seed 0 | seed 1 (zero-shot) |" in md and "| seed 1 | seed 0 (zero-shot) |" in md
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["wall_time_s"] > 0 and "torch" in meta["versions"]
 

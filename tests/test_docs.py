@@ -66,12 +66,8 @@ DEDICATED = {
 _SNIPPETS = "its Python blocks are snippets with undefined names"
 _FULL_RUNS = "its bash blocks are full-scale runs (minutes to hours)"
 UNCONVERTED = {
-    "docs/reliability.md": f"{_SNIPPETS} and a sweep that takes minutes (owner: safety)",
-    "docs/scaling.md": f"{_SNIPPETS} and Zarr files that do not exist (owner: neighbors)",
-    "docs/word-embeddings.md": f"{_SNIPPETS}; {_FULL_RUNS} (owner: exp)",
     "docs/text.md": f"{_SNIPPETS}; {_FULL_RUNS} (owner: exp)",
     "docs/images.md": f"{_FULL_RUNS} (owner: exp)",
-    "docs/graphs.md": f"{_FULL_RUNS} (owner: exp)",
     "docs/beyond-the-paper.md": f"{_SNIPPETS}; {_FULL_RUNS} (owners: exp, torch)",
 }
 

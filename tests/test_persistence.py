@@ -254,3 +254,36 @@ def test_array_shapes_and_dtypes_are_kept_exactly(tmp_path):
         v = np.asarray(v)
         assert clean[k].shape == back[k].shape == v.shape and back[k].dtype == v.dtype, k
         np.testing.assert_array_equal(back[k], v)
+
+
+def test_a_header_length_starting_with_0x80_is_not_taken_for_a_pickle(data, tmp_path):
+    # safetensors files begin with their header's length; 1 in 256 lengths begin with the byte
+    # of a pickle's PROTO opcode. Such a file is still read as safetensors.
+    m = _fitted("logreg", data)
+    path = save(m, tmp_path / "m.safetensors")
+    raw = path.read_bytes()
+    n = int.from_bytes(raw[:8], "little")
+    pad = (0x80 - n) % 256
+    header = raw[8:8 + n] + b" " * pad  # JSON may end with spaces (the format pads so)
+    assert (n + pad) % 256 == 0x80
+    path.write_bytes((n + pad).to_bytes(8, "little") + header + raw[8 + n:])
+    back = load(path)
+    np.testing.assert_array_equal(back.predict(data[2]), m.predict(data[2]))
+    (tmp_path / "p.safetensors").write_bytes(b"\x80\x04\x95" + b"\x00" * 20)
+    with pytest.raises(FormatError, match="pickle"):
+        load(tmp_path / "p.safetensors")
+
+
+def test_heads_without_the_constant_filter_still_round_trip(data, tmp_path):
+    # heads saved before make_head put a ConstantFeatureFilter first have two steps
+    m = _fitted("logreg", data)
+    assert type(m.head_.steps[0][1]).__name__ == "ConstantFeatureFilter"
+    assert m.head_[0].keep_.all()  # every feature varies: the filter is the identity here
+    full = load(save(m, tmp_path / "f.safetensors"))
+    assert full.head_[0].keep_.tolist() == m.head_[0].keep_.tolist()
+    m.head_.steps = m.head_.steps[1:]
+    back = load(save(m, tmp_path / "m.safetensors"))
+    assert [type(s).__name__ for _, s in back.head_.steps] == ["StandardScaler",
+                                                              "LogisticRegression"]
+    for other in (back, full):
+        assert other.predict_proba(data[2]).tobytes() == m.predict_proba(data[2]).tobytes()

@@ -132,3 +132,57 @@ def test_chosen_c_is_always_from_the_grid(cs):
     y = (X[:, 0] + 0.5 * rng.normal(size=40) > 0).astype(int)
     m = CVLogisticRegression(Cs=cs, cv=3).fit(X, y)
     assert m.C_ in set(np.unique(np.asarray(cs, dtype=float)).tolist())
+
+
+# ------------------------------------------------------------ features constant in float32
+
+
+def _with_flat_feature(blobs, noise):
+    X, y = blobs
+    rng = np.random.default_rng(2)
+    flat = np.full((len(X), 1), 0.5) + noise * rng.integers(-4, 5, size=(len(X), 1))
+    return np.hstack([X, flat]).astype(np.float32), y
+
+
+@pytest.mark.parametrize("head", ["logreg-cv", "logreg", "logreg-c0.1"])
+def test_a_feature_constant_on_training_rows_cannot_dominate(blobs, head):
+    from sklearn.pipeline import Pipeline
+
+    from relreps.stitching import ConstantFeatureFilter
+
+    ulp = float(np.spacing(np.float32(0.5)))
+    X, y = _with_flat_feature(blobs, noise=ulp)  # constant in float32: 0.5 +- 4 ulps
+    tr, te = slice(0, 200), slice(200, None)
+    Xte = X[te].copy()
+    Xte[:, -1] = np.random.default_rng(3).uniform(-1, 1, size=len(Xte))  # varies at test time
+    m = make_head(head).fit(X[tr], y[tr])
+    assert isinstance(m, Pipeline) and isinstance(m.steps[0][1], ConstantFeatureFilter)
+    assert m[0].keep_.sum() == X.shape[1] - 1 and not m[0].keep_[-1]
+    ref = make_head(head).fit(X[tr, :-1], y[tr])
+    np.testing.assert_array_equal(m.predict(Xte), ref.predict(Xte[:, :-1]))
+    # a varying feature of the same size is kept
+    Xv, _ = _with_flat_feature(blobs, noise=1e-3)
+    assert make_head(head).fit(Xv[tr], y[tr])[0].keep_.all()
+
+
+def test_constant_filter_keeps_one_feature_when_all_are_constant():
+    from relreps.stitching import ConstantFeatureFilter
+
+    X = np.ones((6, 3), dtype=np.float32) * [1.0, 2.0, 3.0]
+    X[0, 1] += 1e-6  # the largest (still negligible) range
+    f = ConstantFeatureFilter().fit(X)
+    assert f.keep_.tolist() == [False, True, False]
+    assert f.transform(X).shape == (6, 1)
+    assert f.get_feature_names_out().tolist() == ["x1"]
+    with pytest.raises(RelrepsError):
+        f.transform(np.ones((2, 4)))
+    with pytest.raises(RelrepsError):
+        ConstantFeatureFilter().transform(X)  # not fitted
+
+
+def test_constant_filter_follows_scikit_learn_conventions():
+    from sklearn.utils.estimator_checks import check_estimator
+
+    from relreps.stitching import ConstantFeatureFilter
+
+    check_estimator(ConstantFeatureFilter())

@@ -117,8 +117,12 @@ def load(path: str | os.PathLike[str], *, expected: type | str | None = None) ->
         raise FormatError(f"{path} is not a file")
     with open(path, "rb") as f:
         start = f.read(16)
+    # A safetensors file starts with its header's length (8 bytes, little-endian), then "{": a
+    # length whose first byte is 0x80 would otherwise read as a pickle's opcode.
+    header = int.from_bytes(start[:8], "little")
+    safetensors_like = start[8:9] == b"{" and 8 + header <= path.stat().st_size
     for magic, what in _MAGIC.items():
-        if start.startswith(magic):
+        if not safetensors_like and start.startswith(magic):
             raise FormatError(f"{path} is {what}, not a relreps file; relreps never loads "
                               "pickled or zipped objects (they can run code)")
     want = None if expected is None else expected if isinstance(expected, str) else \
@@ -197,10 +201,10 @@ def labels_from_state(config: Any, arrays: dict[str, np.ndarray], name: str) -> 
 def head_state(head: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """A fitted classifier head as (config, arrays).
 
-    Supported: the pipelines of :func:`relreps.stitching.make_head` (StandardScaler +
-    LogisticRegression or CVLogisticRegression) and any allowlisted object with its own
-    ``_relreps_state`` (:class:`relreps.nn.TorchClassifier`, the ``"mlp"`` head). Anything else
-    is a FormatError: it would need pickle.
+    Supported: the pipelines of :func:`relreps.stitching.make_head` (ConstantFeatureFilter,
+    optional, + StandardScaler + LogisticRegression or CVLogisticRegression) and any allowlisted
+    object with its own ``_relreps_state`` (:class:`relreps.nn.TorchClassifier`, the ``"mlp"``
+    head). Anything else is a FormatError: it would need pickle.
     """
     own = getattr(head, "_relreps_state", None)
     name = type(head).__name__
@@ -211,16 +215,19 @@ def head_state(head: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from relreps.stitching import CVLogisticRegression
+    from relreps.stitching import ConstantFeatureFilter, CVLogisticRegression
 
-    if isinstance(head, Pipeline) and len(head.steps) == 2 \
-            and type(head.steps[0][1]) is StandardScaler \
-            and type(head.steps[1][1]) in (LogisticRegression, CVLogisticRegression):
-        scaler, final = head.steps[0][1], head.steps[1][1]
+    steps = [step for _, step in head.steps] if isinstance(head, Pipeline) else []
+    filt = steps.pop(0) if steps and type(steps[0]) is ConstantFeatureFilter else None
+    if len(steps) == 2 and type(steps[0]) is StandardScaler \
+            and type(steps[1]) in (LogisticRegression, CVLogisticRegression):
+        scaler, final = steps
         if not (scaler.with_mean and scaler.with_std):
             raise FormatError("only a StandardScaler with mean and std can be saved")
         arrays = {"scaler.mean": scaler.mean_, "scaler.scale": scaler.scale_,
                   "scaler.var": scaler.var_}
+        if filt is not None:
+            arrays["filter.keep"] = np.asarray(filt.keep_, dtype=bool)
         cfg: dict[str, Any] = {"n_samples_seen": int(np.max(scaler.n_samples_seen_))}
         if type(final) is CVLogisticRegression:
             params = final.get_params()
@@ -466,9 +473,19 @@ def _logreg_from_state(config: dict[str, Any], arrays: dict[str, np.ndarray], ki
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from relreps.stitching import CVLogisticRegression
+    from relreps.stitching import ConstantFeatureFilter, CVLogisticRegression
     from relreps.validation import check_float, check_int
 
+    filt = None
+    if "filter.keep" in arrays:  # heads saved before the filter existed have none
+        keep = arrays.pop("filter.keep")
+        if keep.shape != (d,) or keep.dtype.kind != "b" or not keep.any():
+            raise FormatError(f"array 'filter.keep' has shape {keep.shape} ({keep.dtype}); "
+                              f"expected ({d},) booleans, at least one True")
+        filt = ConstantFeatureFilter()
+        filt.keep_ = keep
+        filt.n_features_in_ = d
+        d = int(keep.sum())
     scaler = StandardScaler()
     scaler.mean_ = _array(arrays, "scaler.mean", (d,))
     scaler.scale_ = _array(arrays, "scaler.scale", (d,))
@@ -514,7 +531,7 @@ def _logreg_from_state(config: dict[str, Any], arrays: dict[str, np.ndarray], ki
         final.estimator_ = lr
         final.classes_ = classes
         final.n_features_in_ = d
-    return make_pipeline(scaler, final)
+    return make_pipeline(scaler, final) if filt is None else make_pipeline(filt, scaler, final)
 
 
 def _array_nan_ok(arrays: dict[str, np.ndarray], key: str, shape: tuple[int, ...]) -> np.ndarray:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, TransformerMixin
 from sklearn.utils.metaestimators import available_if
 
 from relreps._backend import Array, to_numpy
@@ -70,7 +70,8 @@ from relreps.validation import (
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
 
-__all__ = ["StitchedClassifier", "CVLogisticRegression", "stitching_matrix", "StitchingResult",
+__all__ = ["StitchedClassifier", "CVLogisticRegression", "ConstantFeatureFilter",
+           "stitching_matrix", "StitchingResult",
            "make_head", "check_head", "head_is_deterministic", "score", "HEADS", "METRICS",
            "DEFAULT_CS"]
 
@@ -83,6 +84,10 @@ DEFAULT_CS = tuple(float(c) for c in np.logspace(-4, 2, 13))
 #: Seed of the cross-validation folds of ``"logreg-cv"``: fixed, so that the chosen C depends on
 #: the data only and the head is deterministic.
 CV_SEED = 0
+
+#: A feature whose range over the fit rows is at most this many float32 epsilons times its
+#: magnitude is constant for :class:`ConstantFeatureFilter`.
+CONSTANT_ULPS = 16
 
 CENTERS = (None, "none", "anchors", "auto")
 AnchorSpec = Any  # index array | mapping space -> anchor embeddings | AnchorSet
@@ -266,6 +271,50 @@ class CVLogisticRegression(ClassifierMixin, BaseEstimator):
         return self.estimator_.predict(X)
 
 
+class ConstantFeatureFilter(TransformerMixin, BaseEstimator):
+    """Drops the features that are constant on the fit data in float32 precision.
+
+    A feature whose range over the fit rows is at most :data:`CONSTANT_ULPS` float32 machine
+    epsilons times its largest magnitude (a few units in the last place: what a constant computed
+    in float32 differs by from row to row) carries no information, and a scaler would divide its
+    rounding noise by a standard deviation of the order of that noise, turning it into a feature
+    of unit variance that rules the head on new rows (a relative feature constant on the training
+    rows, e.g. the cosine to an anchor orthogonal to every training sample, is one). The heads of
+    :func:`make_head` put this filter before their scaler. When every feature is constant, the
+    one with the largest range is kept, so that the classifier still has an input.
+
+    Attributes
+    ----------
+    keep_ : boolean mask of the kept features.
+    n_features_in_, feature_names_in_ : as in scikit-learn.
+    """
+
+    def fit(self, X: Any, y: Any = None) -> ConstantFeatureFilter:
+        """Find the features that vary over the rows of `X`."""
+        X = validate_data(self, X, reset=True, kinds=("numpy",))
+        lo, hi = X.min(axis=0), X.max(axis=0)
+        spread = hi.astype(np.float64) - lo
+        size = np.maximum(np.abs(lo), np.abs(hi)).astype(np.float64)
+        keep = spread > CONSTANT_ULPS * np.finfo(np.float32).eps * size
+        if not keep.any():
+            keep[int(np.argmax(spread))] = True
+        self.keep_ = keep
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """`X` without the features found constant by :meth:`fit`."""
+        check_is_fitted(self, "keep_")
+        X = validate_data(self, X, reset=False, kinds=("numpy",))
+        return X[:, self.keep_]
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names of the kept features."""
+        from sklearn.utils.validation import _check_feature_names_in
+
+        check_is_fitted(self, "keep_")
+        return np.asarray(_check_feature_names_in(self, input_features))[self.keep_]
+
+
 def _classification_targets(y: Any) -> np.ndarray:
     from sklearn.utils.multiclass import check_classification_targets
 
@@ -324,12 +373,13 @@ def head_is_deterministic(head: Any) -> bool:
 def make_head(head: str | Callable[[int | None], Any] = "logreg-cv", seed: int | None = 0) -> Any:
     """A fresh, unfitted classifier head.
 
-    ``"logreg-cv"`` (default): standardised features, L2 logistic regression whose C is chosen
-    by stratified cross-validation on the fit data (:class:`CVLogisticRegression`; the chosen C
-    is ``head[-1].C_``). ``"logreg"``: the same with C=1. ``"logreg-c<C>"``: a given C, e.g.
-    ``"logreg-c0.01"``. ``"mlp"``: the paper's relative head (:class:`relreps.nn.TorchClassifier`).
-    A callable is called with the seed and must return an estimator with ``fit`` and
-    ``predict``.
+    ``"logreg-cv"`` (default): features constant on the fit rows dropped
+    (:class:`ConstantFeatureFilter`), the rest standardised, L2 logistic regression whose C is
+    chosen by stratified cross-validation on the fit data (:class:`CVLogisticRegression`; the
+    chosen C is ``head[-1].C_``). ``"logreg"``: the same with C=1. ``"logreg-c<C>"``: a given C,
+    e.g. ``"logreg-c0.01"``. ``"mlp"``: the paper's relative head
+    (:class:`relreps.nn.TorchClassifier`). A callable is called with the seed and must return an
+    estimator with ``fit`` and ``predict``.
     """
     seed = check_int(seed, "seed", min_value=0, allow_none=True)
     kind, c = _parse_head(head)
@@ -348,9 +398,9 @@ def make_head(head: str | Callable[[int | None], Any] = "logreg-cv", seed: int |
     from sklearn.preprocessing import StandardScaler
 
     if kind == "logreg-cv":
-        return make_pipeline(StandardScaler(), CVLogisticRegression())
-    return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000,
-                                                              random_state=seed))
+        return make_pipeline(ConstantFeatureFilter(), StandardScaler(), CVLogisticRegression())
+    return make_pipeline(ConstantFeatureFilter(), StandardScaler(),
+                         LogisticRegression(C=c, max_iter=2000, random_state=seed))
 
 
 def _head_C(head: Any) -> float | None:

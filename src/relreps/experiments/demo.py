@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from relreps.experiments.base import Results, RunContext
+from relreps.report import fmt_mean_std, markdown_table, plot_shared_bases, shared_basis
 
 NAME = "demo"
 DESCRIPTION = "digits: two seeds, absolute vs relative latent spaces and zero-shot stitching"
@@ -60,23 +61,24 @@ def _encode(enc: Any, x: np.ndarray) -> np.ndarray:
         return enc(torch.as_tensor(x, dtype=torch.float32)).numpy()
 
 
-def _figure(path: Any, spaces: dict[str, np.ndarray], y: np.ndarray, titles: list[str]) -> None:
-    import matplotlib
+def _figure(path: Any, bases: dict[str, dict[str, Any]], y: np.ndarray) -> None:
+    """Absolute (top) and relative (bottom) spaces of every seed, each row on one shared basis."""
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.decomposition import PCA
+    names = list(bases["absolute"]["coords"])  # two seeds: the reference and the other
+    fig = Figure(figsize=(3.4 * len(names) + 1, 7))
+    plot_shared_bases(fig, bases, y, names, point_size=6)
+    corr = {kind: _corr_text(res["correlation"][names[1]]) for kind, res in bases.items()}
+    fig.suptitle(f"One 2-D PCA basis per row, fitted on {names[0]} and applied unchanged to the "
+                 f"other seed\nper-axis correlation with {names[0]}: absolute "
+                 f"{corr['absolute']}, relative {corr['relative']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
-    fig, axes = plt.subplots(1, len(spaces), figsize=(4 * len(spaces), 4))
-    for ax, (_, z), title in zip(axes, spaces.items(), titles):
-        p = PCA(2, random_state=0).fit_transform(z)
-        sc = ax.scatter(p[:, 0], p[:, 1], c=y, cmap="tab10", s=6)
-        ax.set_title(title, fontsize=10)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.colorbar(sc, ax=axes, fraction=0.02, label="digit")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+
+def _corr_text(corr: list[float | None]) -> str:
+    """Per-axis correlations as text, e.g. ``"0.86 / -0.16"``."""
+    return " / ".join("n/a" if v is None else f"{v:.2f}" for v in corr)
 
 
 def run(ctx: RunContext) -> Results:
@@ -101,7 +103,6 @@ def _run(ctx: RunContext) -> Results:
     from relreps.metrics import cka, mean_cosine, retrieval_metrics
     from relreps.progress import progress
     from relreps.projection import relative_projection
-    from relreps.report import markdown_table
     from relreps.stitching import stitching_matrix
 
     cfg = _SIZES[ctx.scale]
@@ -114,6 +115,7 @@ def _run(ctx: RunContext) -> Results:
                                        data_seed=ctx.seed)
             for s in progress(seeds, desc="train encoders")}
     spaces = {name: (_encode(e, x_tr), _encode(e, x_te)) for name, e in encs.items()}
+    names = list(spaces)
     (a_tr, a_te), (b_tr, b_te) = spaces.values()
 
     anchor_idx = sample_anchors(a_tr, cfg["anchors"], "stratified", y=y_tr, random_state=ctx.seed)
@@ -143,18 +145,27 @@ def _run(ctx: RunContext) -> Results:
     st_rows = []
     for kind, res in stitch.items():
         summ = res.summary("accuracy")
-        st_rows.append([kind, f"{100 * summ['non_stitched_mean']:.1f} ± "
-                              f"{100 * summ['non_stitched_std']:.1f}",
-                        f"{100 * summ['stitched_mean']:.1f} ± {100 * summ['stitched_std']:.1f}"])
+        st_rows.append([kind, fmt_mean_std(summ["non_stitched_mean"], summ["non_stitched_std"], 1,
+                                           100),
+                        fmt_mean_std(summ["stitched_mean"], summ["stitched_std"], 1, 100)])
         rows += [{"table": "stitching", **r} for r in res.rows]
     stitch_table = markdown_table(["head on", "same seed (acc %)", "other seed, zero-shot (acc %)"],
                                   st_rows)
+    pair_table, pair_rows = _pair_table(stitch)
+    rows += pair_rows
 
     fig = ctx.figure_path("latent_spaces")
-    names = list(spaces)
-    _figure(fig, {"a": a_te, "b": b_te, "ra": ra, "rb": rb}, y_te,
-            [f"absolute, {names[0]}", f"absolute, {names[1]}", f"relative, {names[0]}",
-             f"relative, {names[1]}"])
+    bases = {"absolute": shared_basis({n: te for n, (_, te) in spaces.items()}),
+             "relative": shared_basis(rel)}
+    _figure(fig, bases, y_te)
+    corr = {kind: res["correlation"][names[1]] for kind, res in bases.items()}
+    rows += [{"table": "shared_basis", "space": kind, "reference": names[0], "other": names[1],
+              **{f"axis{c + 1}_corr": v for c, v in enumerate(vals)}}
+             for kind, vals in corr.items()]
+    basis_table = markdown_table(
+        ["space", *(f"PC{c + 1} correlation" for c in range(2))],
+        [[kind, *("n/a" if v is None else f"{v:.3f}" for v in vals)]
+         for kind, vals in corr.items()])
     heat = ctx.figure_path("stitching")
     _heatmaps(heat, stitch)
 
@@ -166,6 +177,7 @@ def _run(ctx: RunContext) -> Results:
         "absolute_stitched_acc": abs_s["stitched_mean"],
         "relative_stitched_acc": rel_s["stitched_mean"],
         "relative_non_stitched_acc": rel_s["non_stitched_mean"],
+        "absolute_axis_corr": corr["absolute"], "relative_axis_corr": corr["relative"],
         "claim_holds": bool(rel_s["stitched_mean"] > 0.8 * rel_s["non_stitched_mean"]
                             and abs_s["stitched_mean"] < 0.5 * abs_s["non_stitched_mean"]
                             and rows[1][f"mrr@{k}"] > rows[0][f"mrr@{k}"]),
@@ -173,7 +185,12 @@ def _run(ctx: RunContext) -> Results:
     return Results(
         rows=rows,
         tables={"Latent similarity between the two seeds (test set)": sim_table,
-                "Zero-shot stitching (logistic regression head)": stitch_table},
+                f"The two seeds on one shared 2-D PCA basis (fitted on {names[0]}): per-axis "
+                f"correlation of {names[1]}'s coordinates with {names[0]}'s": basis_table,
+                "Zero-shot stitching (logistic regression head), mean over ordered pairs":
+                    stitch_table,
+                "Zero-shot stitching, every ordered pair of seeds (acc %; ± over head/anchor "
+                "seeds where they differ)": pair_table},
         figures=[fig.name, heat.name],
         summary=summary,
         notes=[f"scikit-learn digits, {len(x_tr)} train / {len(x_te)} test; MLP 64-128-32 trained "
@@ -182,15 +199,34 @@ def _run(ctx: RunContext) -> Results:
     )
 
 
+def _pair_table(stitch: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    """Accuracy of every (head fit on, evaluated on) pair of seeds, absolute and relative heads:
+    the Markdown table and one row per pair for results.json."""
+
+    mats = {kind: res.matrix("accuracy") for kind, res in stitch.items()}
+    names = mats["absolute"][0]
+    body, out = [], []
+    for i, fit in enumerate(names):
+        for j, ev in enumerate(names):
+            row: dict[str, Any] = {"table": "stitching_pairs", "fit_space": fit,
+                                   "eval_space": ev, "stitched": fit != ev}
+            cells = []
+            for kind, (_, mean, std) in mats.items():
+                sd = None if np.isnan(std[i, j]) else float(std[i, j])
+                row[f"{kind}_accuracy_mean"] = float(mean[i, j])
+                row[f"{kind}_accuracy_std"] = sd
+                cells.append(fmt_mean_std(float(mean[i, j]), sd, 1, 100))
+            body.append([fit, ev + (" (same)" if fit == ev else " (zero-shot)"), *cells])
+            out.append(row)
+    return markdown_table(["head fit on", "evaluated on", *(f"{k} head" for k in mats)],
+                          body), out
+
+
 def _heatmaps(path: Any, stitch: dict[str, Any]) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.6))
-    for ax, (kind, res) in zip(axes, stitch.items()):
-        res.heatmap(path, "accuracy", title=f"{kind} head accuracy", ax=ax)
+    fig = Figure(figsize=(8, 3.6))
+    for ax, (kind, res) in zip(fig.subplots(1, 2), stitch.items()):
+        res.heatmap(None, "accuracy", title=f"{kind} head accuracy", ax=ax)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

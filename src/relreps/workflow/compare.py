@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from relreps.errors import AnchorError, InputTypeError, NonFiniteError, RelrepsError, ShapeError
+from relreps.report import plot_shared_bases, shared_basis
 from relreps.validation import (
     check_array,
     check_choice,
@@ -455,33 +456,14 @@ class Comparison:
         first = self.names[0]
         out: dict[str, Any] = {"rows": rows, "absolute": {}, "relative": {}, "correlation": {}}
         for kind, spaces in (("absolute", self.spaces), ("relative", rel)):
-            base = _take_rows(spaces[first], rows).astype(np.float64)
-            mean = base.mean(0)
-            _, _, vt = np.linalg.svd(base - mean, full_matrices=False)
-            basis = vt[:2].T
-            ref = (base - mean) @ basis
-            corr = {}
-            for s in self.names:
-                x = _take_rows(spaces[s], rows).astype(np.float64)
-                if x.shape[1] != base.shape[1]:
-                    out[kind][s] = None  # another width: no coordinates on the first's basis
-                    continue
-                xy = (x - mean) @ basis
-                out[kind][s] = xy
-                if s != first:
-                    corr[s] = [_corr(ref[:, c], xy[:, c]) for c in range(2)]
-            out["correlation"][kind] = corr
+            res = shared_basis({s: _take_rows(spaces[s], rows) for s in self.names}, first)
+            out[kind] = res["coords"]
+            out["correlation"][kind] = res["correlation"]
         if self.labels is not None:
             out["color"] = self.labels[rows]
         else:
             out["color"] = out["absolute"][first][:, 0]
         return out
-
-
-def _corr(a: np.ndarray, b: np.ndarray) -> float | None:
-    if a.std() == 0 or b.std() == 0:
-        return None
-    return float(np.corrcoef(a, b)[0, 1])
 
 
 def _matrix(result: Any, names: Sequence[str]) -> list[list[float | None]]:
@@ -754,28 +736,10 @@ def _figure_spaces(report: CompareReport, folder: Path) -> str:
     plot = report.plot
     names = report.names
     fig = _figure(3.2 * len(names), 6.4)
-    axes = np.asarray(fig.subplots(2, len(names), squeeze=False))
-    color = np.asarray(plot["color"])
-    categorical = color.dtype.kind not in "f"
-    if categorical:
-        _, color = np.unique(color, return_inverse=True)
-    for r, kind in enumerate(("absolute", "relative")):
-        corr = plot["correlation"].get(kind, {})
-        for c, s in enumerate(names):
-            ax = axes[r, c]
-            xy = plot[kind].get(s)
-            if xy is None:
-                ax.text(0.5, 0.5, f"width differs from {names[0]}:\nno shared basis",
-                        ha="center", va="center", transform=ax.transAxes, fontsize=8)
-            else:
-                ax.scatter(xy[:, 0], xy[:, 1], c=color, s=4,
-                           cmap="tab10" if categorical else "viridis", linewidths=0)
-            title = f"{kind}: {s}"
-            if s in corr and None not in corr[s]:
-                title += f"\naxis corr {corr[s][0]:.2f} / {corr[s][1]:.2f}"
-            ax.set_title(title, fontsize=8)
-            ax.set_xticks([])
-            ax.set_yticks([])
+    bases = {kind: {"reference": names[0], "coords": plot[kind],
+                    "correlation": plot["correlation"].get(kind, {})}
+             for kind in ("absolute", "relative")}
+    plot_shared_bases(fig, bases, plot["color"], names)
     colour = "label" if report.stitching else f"{names[0]}'s first coordinate"
     fig.suptitle(f"Every space on {names[0]}'s 2-D PCA basis, fitted on {names[0]} and applied "
                  f"unchanged to the others (nothing aligned); colour: {colour}", fontsize=9)
