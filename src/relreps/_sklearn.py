@@ -52,6 +52,21 @@ def _reraise(e: Exception) -> None:
     raise RelrepsError(msg) from None
 
 
+def _numeric(X: Any, name: str, ndim: int = 2) -> Any:
+    """`X` with relreps' dtype, kind and shape checks applied (values are checked later by
+    scikit-learn); a pandas DataFrame is returned as it is (its feature names matter) once every
+    column is numeric."""
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is not None and hasattr(dtypes, "items"):  # a DataFrame: one dtype per column
+        for col, dt in dtypes.items():
+            kind = getattr(dt, "kind", "O")
+            if kind in "OUSVMmc" and not (kind == "O" and not any(
+                    isinstance(v, (str, bytes)) for v in X[col])):
+                raise InputTypeError(f"{name} column {col!r} has dtype {dt}; expected numbers")
+        return X
+    return check_array(X, name, ndim=ndim, finite=False, min_features=0)
+
+
 def validate_data(estimator: Any, X: Any, y: Any = "no_validation", *, reset: bool,
                   kinds: tuple[str, ...] = ("numpy", "torch"), **check_params: Any) -> Any:
     """Validate `X` (and `y`) for `estimator` the scikit-learn way, as relreps errors.
@@ -75,6 +90,11 @@ def validate_data(estimator: Any, X: Any, y: Any = "no_validation", *, reset: bo
             return X
         return X, y
     check_params.setdefault("dtype", [np.float64, np.float32])
+    # relreps' dtype rules before scikit-learn's: scikit-learn parses strings of digits (and
+    # bytes, datetimes) as numbers, which relreps refuses everywhere else
+    X = _numeric(X, "X")
+    if check_params.get("y_numeric") and not (isinstance(y, str) and y == "no_validation"):
+        y = _numeric(y, "y", ndim=np.ndim(y) if np.ndim(y) in (1, 2) else 2)
     try:
         return _sk_validate_data(estimator, X, y, reset=reset, **check_params)
     except (ValueError, TypeError) as e:
