@@ -44,10 +44,13 @@ def _reraise(e: Exception) -> None:
     msg = str(e)
     if isinstance(e, TypeError) or "complex" in msg.lower() or "dtype" in msg.lower():
         raise InputTypeError(msg) from None
+    # NaN first: scikit-learn's NaN message also mentions "samples" (drop samples with NaN)
+    if "contains nan" in msg.lower() or "infinity" in msg.lower():
+        raise errors.NonFiniteError(msg) from None
     if "dimension" in msg.lower() or "expected 2d" in msg.lower() or "features" in msg.lower() \
             or "sample" in msg.lower():
         raise ShapeError(msg) from None
-    if "nan" in msg.lower() or "infinity" in msg.lower():
+    if "nan" in msg.lower():
         raise errors.NonFiniteError(msg) from None
     raise RelrepsError(msg) from None
 
