@@ -55,19 +55,36 @@ def _reraise(e: Exception) -> None:
     raise RelrepsError(msg) from None
 
 
-def _numeric(X: Any, name: str, ndim: int = 2) -> Any:
-    """`X` with relreps' dtype, kind and shape checks applied (values are checked later by
-    scikit-learn); a pandas DataFrame is returned as it is (its feature names matter) once every
-    column is numeric."""
+def _numeric(X: Any, name: str) -> Any:
+    """`X` unchanged, after refusing what scikit-learn would parse as numbers but relreps refuses
+    everywhere: strings (also of digits, also in object arrays or DataFrame columns), bytes and
+    datetimes. Everything else (ragged, 1-D, complex, ...) is left to scikit-learn's own checks
+    and messages, which its estimator checks expect."""
     dtypes = getattr(X, "dtypes", None)
     if dtypes is not None and hasattr(dtypes, "items"):  # a DataFrame: one dtype per column
         for col, dt in dtypes.items():
-            kind = getattr(dt, "kind", "O")
-            if kind in "OUSVMmc" and not (kind == "O" and not any(
-                    isinstance(v, (str, bytes)) for v in X[col])):
+            if _textual(getattr(dt, "kind", "O"), X[col]):
                 raise InputTypeError(f"{name} column {col!r} has dtype {dt}; expected numbers")
         return X
-    return check_array(X, name, ndim=ndim, finite=False, min_features=0)
+    if isinstance(X, (str, bytes)):
+        raise InputTypeError(f"{name} must be an array of numbers, got a string")
+    try:
+        arr = X if isinstance(X, np.ndarray) else np.asarray(X)
+    except (ValueError, TypeError):
+        return X  # ragged: scikit-learn names it
+    if _textual(arr.dtype.kind, arr):
+        raise InputTypeError(f"{name} has dtype {arr.dtype} (text or dates); expected numbers "
+                             "(parse them first, e.g. np.asarray(x, dtype=float))")
+    return X
+
+
+def _textual(kind: str, values: Any) -> bool:
+    if kind in "USVMm":
+        return True
+    if kind == "O":
+        flat = values.flat if isinstance(values, np.ndarray) else values
+        return any(isinstance(v, (str, bytes)) for v in flat)
+    return False
 
 
 def validate_data(estimator: Any, X: Any, y: Any = "no_validation", *, reset: bool,
@@ -97,7 +114,7 @@ def validate_data(estimator: Any, X: Any, y: Any = "no_validation", *, reset: bo
     # bytes, datetimes) as numbers, which relreps refuses everywhere else
     X = _numeric(X, "X")
     if check_params.get("y_numeric") and not (isinstance(y, str) and y == "no_validation"):
-        y = _numeric(y, "y", ndim=np.ndim(y) if np.ndim(y) in (1, 2) else 2)
+        y = _numeric(y, "y")
     try:
         return _sk_validate_data(estimator, X, y, reset=reset, **check_params)
     except (ValueError, TypeError) as e:

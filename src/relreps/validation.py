@@ -161,8 +161,9 @@ def _check_numpy(x: Any, name: str) -> np.ndarray:
                                  "pass a rectangular array of numbers") from None
         k = "f"
     if k == "c":
-        raise InputTypeError(f"{name} is complex ({arr.dtype}); relative representations need "
-                             "real embeddings (pass x.real, or stack real and imaginary parts)")
+        raise InputTypeError(f"{name} is complex ({arr.dtype}). Complex data not supported: "
+                             "relative representations need real embeddings (pass x.real, or "
+                             "stack real and imaginary parts)")
     if k in "USVMm":
         raise InputTypeError(f"{name} has dtype {arr.dtype}; expected numbers")
     target = float_dtype(arr.dtype)
