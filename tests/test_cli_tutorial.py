@@ -73,3 +73,17 @@ def test_tutorial_commands_run(tmp_path):
         assert r.returncode == 0, (block, r.stderr[-2000:])
     assert (tmp_path / "runs" / "from-python" / "results.md").exists()
     assert ran == (len(shell) if stitching else 2)
+
+
+def test_embed_help_lists_every_registered_text_encoder():
+    import contextlib
+    import io
+
+    from relreps.cli import build_parser
+    from relreps.encoders.text import TEXT_ENCODERS
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
+        build_parser().parse_args(["embed", "--help"])
+    text = " ".join(buf.getvalue().split())
+    assert all(name in text for name in TEXT_ENCODERS), text

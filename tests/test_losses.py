@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from relreps.errors import InputTypeError, NonFiniteError, RelrepsError, ShapeError
@@ -103,13 +103,16 @@ def test_inputs_are_validated_with_named_errors():
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**16), scale=st.floats(1e-2, 1e3), shift=st.floats(-50, 50),
        kind=st.sampled_from(["mse", "cosine"]))
+@example(seed=0, scale=1e-2, shift=50.0, kind="mse")  # small spread on a large offset
+@example(seed=1, scale=1e-2, shift=-50.0, kind="mse")
 def test_mse_and_cosine_are_invariant_to_positive_row_affine_maps(seed, scale, shift, kind):
     g = torch.Generator().manual_seed(seed)
     teacher = torch.randn(6, 5, generator=g, dtype=torch.float64)
     student = torch.randn(6, 5, generator=g, dtype=torch.float64)
     base = float(relative_alignment_loss(student, teacher, kind))
     moved = float(relative_alignment_loss(scale * student + shift, teacher, kind))
-    assert moved == pytest.approx(base, rel=1e-5, abs=1e-9)  # eps=1e-8 in the row std
+    # eps=1e-8 is relative to the centred row's spread, so only float64 rounding remains
+    assert moved == pytest.approx(base, rel=1e-6, abs=1e-9)
     assert float(relative_alignment_loss(-student, teacher, kind)) != pytest.approx(base)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -448,3 +450,25 @@ def test_head_and_norm_validate_their_arguments():
         BatchFeatureNorm(eps=0.0)
     with pytest.raises(InputTypeError, match="BatchFeatureNorm"):
         BatchFeatureNorm()(np.zeros((3, 2)))
+
+
+def test_the_collapse_warning_is_given_once_per_layer_not_per_forward():
+    from relreps.centering import AnisotropyWarning
+
+    g = torch.Generator().manual_seed(0)
+    anchors = 5.0 + 0.1 * torch.randn(8, 4, generator=g, dtype=torch.float64)  # one direction
+    layer = RelativeLayer(anchors=anchors)
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        with torch.no_grad():
+            for _ in range(5):  # an evaluation loop: every batch has its own anisotropy text
+                layer(torch.randn(3, 4, generator=g, dtype=torch.float64))
+                RelativeLayer()(torch.randn(3, 4, generator=g, dtype=torch.float64),
+                                anchors + 0.01 * torch.randn(8, 4, generator=g,
+                                                             dtype=torch.float64))
+        layer.set_anchors(anchors * 2)  # new anchors are checked again
+        with torch.no_grad():
+            layer(torch.randn(3, 4, generator=g, dtype=torch.float64))
+            layer(torch.randn(3, 4, generator=g, dtype=torch.float64))
+    n = sum(issubclass(w.category, AnisotropyWarning) for w in got)
+    assert n == 1 + 5 + 1  # the fixed layer twice (once per set of anchors), 5 fresh layers

@@ -267,3 +267,19 @@ def test_unknown_similarity_is_a_named_error(bad):
         S.get(bad)
     with pytest.raises(RelrepsError, match="unknown similarity"):
         relative_projection(np.ones((2, 2)), np.ones((2, 2)), similarity=bad)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("scale", [1.0, 1e3, 1e-3])
+def test_euclidean_is_accurate_for_samples_that_equal_or_nearly_equal_anchors(dtype, scale):
+    # > 25 rows: torch.cdist's |x|^2 + |a|^2 - 2 x.a path, whose cancellation gave 6e-8 (float64)
+    # instead of 0 for a sample equal to an anchor
+    rng = np.random.default_rng(3)
+    x = (scale * (5.0 + rng.normal(size=(60, 16)))).astype(dtype)
+    a = x[:8].copy()
+    x[8:16] = a + (scale * 1e-4 * rng.normal(size=a.shape)).astype(dtype)  # near-duplicates
+    ref = -np.sqrt(((x.astype(np.float64)[:, None] - a.astype(np.float64)[None]) ** 2).sum(-1))
+    got = relative_projection(x, a, similarity="euclidean")
+    eps = np.finfo(dtype).eps
+    assert np.all(got[np.arange(8), np.arange(8)] == 0)
+    np.testing.assert_allclose(got, ref, rtol=8 * eps, atol=8 * eps * np.abs(ref).max() * 1e-3)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from relreps.errors import RelrepsError
+from relreps.errors import InputTypeError, RelrepsError
 from relreps.stitching import StitchedClassifier, make_head, score, stitching_matrix
 from relreps.validation import check_choices, check_seeds, check_texts
 
@@ -115,7 +115,9 @@ def test_make_head_and_score_garbage(head, seed, metric):
 def test_collection_checks():
     assert check_choices("a", "m", ("a", "b")) == ("a",)
     assert check_choices(["b", "a", "b"], "m", ("a", "b")) == ("b", "a")
-    assert check_seeds(3) == (3,) and check_seeds(range(3)) == (0, 1, 2)
+    assert check_seeds((3,)) == (3,) and check_seeds(range(3)) == (0, 1, 2)
+    with pytest.raises(InputTypeError, match="range"):  # "3 seeds" or "seed 3": refused
+        check_seeds(3)
     assert check_texts(np.array(["x", "y"]), "t") == ["x", "y"]
     for bad in ((), ["c"], 3, b"a"):
         with pytest.raises(RelrepsError):

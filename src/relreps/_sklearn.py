@@ -44,12 +44,47 @@ def _reraise(e: Exception) -> None:
     msg = str(e)
     if isinstance(e, TypeError) or "complex" in msg.lower() or "dtype" in msg.lower():
         raise InputTypeError(msg) from None
+    # NaN first: scikit-learn's NaN message also mentions "samples" (drop samples with NaN)
+    if "contains nan" in msg.lower() or "infinity" in msg.lower():
+        raise errors.NonFiniteError(msg) from None
     if "dimension" in msg.lower() or "expected 2d" in msg.lower() or "features" in msg.lower() \
             or "sample" in msg.lower():
         raise ShapeError(msg) from None
-    if "nan" in msg.lower() or "infinity" in msg.lower():
+    if "nan" in msg.lower():
         raise errors.NonFiniteError(msg) from None
     raise RelrepsError(msg) from None
+
+
+def _numeric(X: Any, name: str) -> Any:
+    """`X` unchanged, after refusing what scikit-learn would parse as numbers but relreps refuses
+    everywhere: strings (also of digits, also in object arrays or DataFrame columns), bytes and
+    datetimes. Everything else (ragged, 1-D, complex, ...) is left to scikit-learn's own checks
+    and messages, which its estimator checks expect."""
+    dtypes = getattr(X, "dtypes", None)
+    if dtypes is not None and hasattr(dtypes, "items"):  # a DataFrame: one dtype per column
+        for col, dt in dtypes.items():
+            if _textual(getattr(dt, "kind", "O"), X[col]):
+                raise InputTypeError(f"{name} column {col!r} has dtype {dt}; expected numbers")
+        return X
+    if isinstance(X, (str, bytes)):
+        raise InputTypeError(f"{name} must be an array of numbers, got a string")
+    try:
+        arr = X if isinstance(X, np.ndarray) else np.asarray(X)
+    except (ValueError, TypeError):
+        return X  # ragged: scikit-learn names it
+    if _textual(arr.dtype.kind, arr):
+        raise InputTypeError(f"{name} has dtype {arr.dtype} (text or dates); expected numbers "
+                             "(parse them first, e.g. np.asarray(x, dtype=float))")
+    return X
+
+
+def _textual(kind: str, values: Any) -> bool:
+    if kind in "USVMm":
+        return True
+    if kind == "O":
+        flat = values.flat if isinstance(values, np.ndarray) else values
+        return any(isinstance(v, (str, bytes)) for v in flat)
+    return False
 
 
 def validate_data(estimator: Any, X: Any, y: Any = "no_validation", *, reset: bool,
@@ -75,6 +110,11 @@ def validate_data(estimator: Any, X: Any, y: Any = "no_validation", *, reset: bo
             return X
         return X, y
     check_params.setdefault("dtype", [np.float64, np.float32])
+    # relreps' dtype rules before scikit-learn's: scikit-learn parses strings of digits (and
+    # bytes, datetimes) as numbers, which relreps refuses everywhere else
+    X = _numeric(X, "X")
+    if check_params.get("y_numeric") and not (isinstance(y, str) and y == "no_validation"):
+        y = _numeric(y, "y")
     try:
         return _sk_validate_data(estimator, X, y, reset=reset, **check_params)
     except (ValueError, TypeError) as e:

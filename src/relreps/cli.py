@@ -200,8 +200,10 @@ def build_parser(experiment_help: str | None = None, *, list_experiments: bool =
                                    "embeddings (.npy or .zarr). With --workers/--scheduler the "
                                    "texts are split into partitions embedded in parallel into "
                                    "a Zarr store; a rerun resumes, skipping finished partitions.")
+    from relreps.encoders.text import TEXT_ENCODERS  # the registry, so no encoder is left out
+
     e.add_argument("--encoder", required=True, metavar="NAME_OR_PATH",
-                   help="minilm-l6, mpnet, minilm-l3, e5-small, hf:<folder>, a local "
+                   help=f"{', '.join(TEXT_ENCODERS)}, hf:<folder>, a local "
                         "sentence-transformers folder, or hash:<dim> (a dependency-free "
                         "bag-of-words hashing encoder for trying things out)")
     e.add_argument("--texts", required=True, metavar="FILE",

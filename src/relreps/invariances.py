@@ -43,9 +43,9 @@ def normalize_rows(r: Array, normalization: Normalization = "standard", eps: flo
                    ) -> Array:
     """Normalise each row of a relative representation (numpy or torch, differentiable).
 
-    Rows are first divided by a power of two of their magnitude (exact), so the normalisation is
-    the same at any scale of the similarities, from subnormal to the largest floats; `eps` guards
-    constant rows.
+    Rows are divided by a power of two of their magnitude (exact) before and after centring, so
+    the normalisation is the same at any scale and offset of the similarities, from subnormal to
+    the largest floats; `eps` guards constant rows.
     """
     check_choice(normalization, "normalization", NORMALIZATIONS)
     eps = check_float(eps, "eps", min_value=0.0)
@@ -57,6 +57,10 @@ def normalize_rows(r: Array, normalization: Normalization = "standard", eps: flo
         t = t / pow2_scale(t)
     if normalization == "standard":
         t = t - t.mean(1, keepdim=True)
+        if not t.is_meta and t.numel():
+            # rescale the centred rows too: `eps` is then relative to each row's spread, not
+            # to its offset (a row 50 + 0.01 * z kept eps at ~1e-4 of its std: ~1e-4 error)
+            t = t / pow2_scale(t)
         if t.shape[1] > 1:
             t = t / (t.std(1, unbiased=False, keepdim=True) + eps)
     else:

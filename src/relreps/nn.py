@@ -33,7 +33,7 @@ from torch import nn
 
 from relreps._sklearn import check_is_fitted, validate_data
 from relreps.errors import AnchorError, FormatError, InputTypeError, OptionError, RelrepsError
-from relreps.projection import relative_projection
+from relreps.projection import _project
 from relreps.validation import (
     check_array,
     check_bool,
@@ -138,6 +138,9 @@ class RelativeLayer(nn.Module):
         self.norm: nn.Module | None = {"layernorm": lambda: nn.LayerNorm(n_anchors),
                                        "batchnorm": lambda: nn.BatchNorm1d(n_anchors)}.get(
             normalization, lambda: None)()
+        # the anchors' collapse warning is given once per layer (and per set_anchors), not at
+        # every forward of an evaluation loop
+        self._collapse_checked = False
         if anchors is not None:
             self.set_anchors(anchors)
 
@@ -162,6 +165,7 @@ class RelativeLayer(nn.Module):
         elif self.center == "auto":
             self.center_vector = a.mean(0) if self._auto_centres(a) else None
         self.anchors = a
+        self._collapse_checked = False
         return self
 
     def clear_anchors(self) -> RelativeLayer:
@@ -213,8 +217,12 @@ class RelativeLayer(nn.Module):
             if self.n_anchors is not None and anchors.shape[0] != self.n_anchors:
                 raise AnchorError(f"layer was built for {self.n_anchors} anchors, got "
                                   f"{anchors.shape[0]}")
-        r = relative_projection(x, anchors, similarity=self.similarity,
-                                center=self._center_for(fixed))
+        check = not self._collapse_checked
+        r = _project(x, anchors, similarity=self.similarity, center=self._center_for(fixed),
+                     warn=check, stacklevel=4)
+        if check and not (torch.is_grad_enabled()
+                          and (x.requires_grad or anchors.requires_grad)):
+            self._collapse_checked = True  # measured (and warned if needed) in this call
         if self.normalization == "l2":
             r = nn.functional.normalize(r, dim=1)
         elif self.norm is not None:

@@ -11,7 +11,6 @@ are named errors, never a silent wrong number.
 from __future__ import annotations
 
 import math
-import mmap
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -46,6 +45,7 @@ from relreps.validation import (
     check_labels,
     is_dask,
     is_torch,
+    release_pages,
 )
 
 __all__ = ["relative_projection", "RelativeProjection"]
@@ -383,30 +383,6 @@ def _as_tensor(block: np.ndarray, np_dtype: np.dtype, trusted: bool = True) -> t
         return torch.from_numpy(np.array(block, order="C"))
 
 
-def _release_pages(arr: np.ndarray) -> None:
-    """Drop the resident pages of a memory-mapped block from this process (best effort).
-
-    Pages of a file mapping stay resident, and count as this process's memory, once touched;
-    streaming a memmap larger than memory would otherwise grow to the file's size. The data stays
-    in the OS page cache (and modified pages of a shared mapping are still written back).
-    """
-    mm = getattr(arr, "_mmap", None)
-    if getattr(arr, "mode", None) in ("c", "copyonwrite"):
-        return  # private mapping: dropping pages would discard the caller's changes
-    if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
-        return
-    try:
-        base = np.frombuffer(mm, dtype=np.uint8).__array_interface__["data"][0]
-        start = arr.ctypes.data - base
-        end = start + arr.nbytes
-        start -= start % mmap.PAGESIZE
-        end -= end % mmap.PAGESIZE  # keep a partly used last page: the next block needs it
-        if end > start:
-            mm.madvise(mmap.MADV_DONTNEED, start, end - start)
-    except (ValueError, OSError, TypeError, BufferError):
-        pass
-
-
 def _check_out(out: Any, kind: str, x: Any, shape: tuple[int, int]) -> np.ndarray:
     if kind != "numpy":
         raise InputTypeError(f"out= is supported for numpy inputs only; {kind} input returns "
@@ -458,9 +434,9 @@ def _project_numpy(plan: _Plan, x: np.ndarray, step: int | None, out: np.ndarray
                                          f"; pass a {np_dtype} array")
             res[s:s + step] = r
             if isinstance(x, np.memmap):
-                _release_pages(src)
+                release_pages(src)
             if isinstance(res, np.memmap):
-                _release_pages(res[s:s + step])
+                release_pages(res[s:s + step])
     return res
 
 

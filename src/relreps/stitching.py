@@ -708,7 +708,8 @@ def stitching_matrix(spaces: Mapping[str, tuple[Array | None, Array]], y_train: 
     head : see :func:`make_head` (default ``"logreg-cv"``). A deterministic head (the logistic
         regressions) with fixed anchors is fitted once, not once per seed: the result then has
         a single replicate (std NaN) instead of identical copies.
-    seeds : replicates: the head's seed and, with resampled anchors, the anchor draw.
+    seeds : replicates (a sequence, e.g. ``range(3)``): the head's seed and, with resampled
+        anchors, the anchor draw.
     metrics : non-empty, from :data:`METRICS`; fractions in [0, 1].
     fit_spaces : spaces to fit heads on (default: every space with train rows).
     show_progress : a progress bar over the head fits (RELREPS_QUIET=1 silences it too).

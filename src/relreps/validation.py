@@ -25,8 +25,10 @@ library is already loaded.
 from __future__ import annotations
 
 import math
+import mmap
 import numbers
 import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,7 +41,7 @@ from relreps.errors import (
     ShapeError,
 )
 
-__all__ = ["is_torch", "is_dask", "array_kind", "check_array", "check_finite_rows",
+__all__ = ["is_torch", "is_dask", "array_kind", "float_dtype", "check_array", "check_finite_rows",
            "check_finite_block", "check_same_device", "check_int",
            "check_float", "check_bool", "check_choice", "check_random_state", "check_indices",
            "check_labels", "check_same_rows", "check_callable"]
@@ -84,7 +86,9 @@ def check_array(x: Any, name: str, *, ndim: int = 2, finite: bool = True, min_ro
     numpy-like input (lists, ``np.memmap``, pandas) comes back as an ndarray (a memmap stays a
     memmap, scanned in blocks of rows; streaming callers pass ``finite=False`` and check each
     block with :func:`check_finite_rows` as they read it); integer and boolean data become
-    float64, float16 becomes float32.
+    float64, float16 becomes float32 (see :func:`float_dtype`). A large integer or float16
+    memmap is converted block by block into a temporary file-backed float memmap, so memory
+    stays bounded.
     torch tensors stay on their device with their autograd graph; integer tensors become the
     default float dtype. dask arrays (accepted where `kinds` includes ``"dask"``) stay lazy: their
     values are checked block by block by the function that computes them.
@@ -157,17 +161,86 @@ def _check_numpy(x: Any, name: str) -> np.ndarray:
                                  "pass a rectangular array of numbers") from None
         k = "f"
     if k == "c":
-        raise InputTypeError(f"{name} is complex ({arr.dtype}); relative representations need "
-                             "real embeddings (pass x.real, or stack real and imaginary parts)")
+        raise InputTypeError(f"{name} is complex ({arr.dtype}). Complex data not supported: "
+                             "relative representations need real embeddings (pass x.real, or "
+                             "stack real and imaginary parts)")
     if k in "USVMm":
         raise InputTypeError(f"{name} has dtype {arr.dtype}; expected numbers")
-    if k in "iub":
-        arr = arr.astype(np.float64)
-    elif arr.dtype == np.float16:
-        arr = arr.astype(np.float32)
-    elif arr.dtype.itemsize > 8:  # longdouble: computations run in float64 at most
-        arr = arr.astype(np.float64)
+    target = float_dtype(arr.dtype)
+    if target != arr.dtype:
+        arr = _convert_memmap(arr, target, name) if _convert_by_blocks(arr, target) \
+            else arr.astype(target)
     return arr
+
+
+def float_dtype(dtype: Any) -> np.dtype:
+    """The float dtype :func:`check_array` computes numpy data of `dtype` in: integers and
+    booleans become float64, float16 float32, longdouble float64; float32/float64 stay."""
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iub" or (dtype.kind == "f" and dtype.itemsize > 8):
+        return np.dtype(np.float64)
+    if dtype == np.float16:
+        return np.dtype(np.float32)
+    return dtype
+
+
+#: Memory maps whose converted copy would exceed this many bytes are converted block by block
+#: into a temporary file-backed map (in ``tempfile.gettempdir()``, i.e. ``$TMPDIR``), never whole
+#: in memory; smaller ones are converted in memory.
+MEMMAP_CONVERT_BYTES = 1 << 26
+#: Bytes read per block while converting a memory map.
+MEMMAP_BLOCK_BYTES = 1 << 24
+
+
+def _convert_by_blocks(arr: np.ndarray, target: np.dtype) -> bool:
+    return (isinstance(arr, np.memmap) and arr.ndim >= 1 and arr.size > 0
+            and arr.size * target.itemsize > MEMMAP_CONVERT_BYTES)
+
+
+def release_pages(arr: np.ndarray) -> None:
+    """Drop the resident pages of a memory-mapped block from this process (best effort).
+
+    Pages of a file mapping stay resident, and count as this process's memory, once touched;
+    streaming a memmap larger than memory would otherwise grow to the file's size. The data stays
+    in the OS page cache (and modified pages of a shared mapping are still written back).
+    """
+    mm = getattr(arr, "_mmap", None)
+    if getattr(arr, "mode", None) in ("c", "copyonwrite"):
+        return  # private mapping: dropping pages would discard the caller's changes
+    if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    try:
+        base = np.frombuffer(mm, dtype=np.uint8).__array_interface__["data"][0]
+        start = arr.ctypes.data - base
+        end = start + arr.nbytes
+        start -= start % mmap.PAGESIZE
+        end -= end % mmap.PAGESIZE  # keep a partly used last page: the next block needs it
+        if end > start:
+            mm.madvise(mmap.MADV_DONTNEED, start, end - start)
+    except (ValueError, OSError, TypeError, BufferError):
+        pass
+
+
+def _convert_memmap(arr: np.memmap, target: np.dtype, name: str) -> np.memmap:
+    """`arr` converted to `target` block by block into an anonymous temporary file mapping
+    (deleted when the returned map is released): memory stays bounded by one block."""
+    row_bytes = max(1, (arr.size // max(1, arr.shape[0])) * target.itemsize)
+    step = max(1, MEMMAP_BLOCK_BYTES // row_bytes)
+    try:
+        with tempfile.TemporaryFile(prefix="relreps-") as f:
+            out = np.memmap(f, dtype=target, mode="w+", shape=arr.shape)
+        for s in range(0, arr.shape[0], step):
+            src = arr[s:s + step]
+            out[s:s + step] = src
+            out.flush()
+            release_pages(src)
+            release_pages(out[s:s + step])
+    except OSError as e:
+        raise RelrepsError(f"{name} is a {arr.dtype} memory map that must be converted to "
+                           f"{target} in a temporary file, which failed ({e}); free space in "
+                           f"{tempfile.gettempdir()} (or set TMPDIR), or pass a {target} "
+                           "file") from None
+    return out
 
 
 def _check_torch(x: Any, name: str) -> Any:
@@ -438,9 +511,15 @@ def check_choices(values: Any, name: str, choices: Sequence[Any], *, min_size: i
 
 
 def check_seeds(seeds: Any, name: str = "seeds") -> tuple[int, ...]:
-    """One or more distinct non-negative integer seeds (an int counts as one)."""
+    """One or more distinct non-negative integer seeds, as a sequence.
+
+    A bare int is refused: ``seeds=3`` reads as "three seeds" (as in the experiments' options)
+    as easily as "seed 3", and either reading would silently run something else.
+    """
     if isinstance(seeds, (int, np.integer)) and not isinstance(seeds, (bool, np.bool_)):
-        seeds = (seeds,)
+        raise InputTypeError(f"{name} must be a sequence of seeds, got the int {seeds!r}: pass "
+                             f"{name}=({seeds},) for seed {seeds} or {name}=range({seeds}) for "
+                             f"{seeds} seeds")
     if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (Sequence, np.ndarray, range)):
         raise InputTypeError(f"{name} must be a sequence of non-negative integers, got {seeds!r}")
     out = tuple(check_int(s, f"{name}[{i}]", min_value=0) for i, s in enumerate(seeds))
