@@ -25,10 +25,11 @@ OPTIONS: dict[str, str] = {
     "ae_n_train": "AE/VAE training images, validation split excluded (smoke 200, full 2000)",
     "ae_n_val": "AE/VAE validation images, held out of the training split (smoke 60, full 500)",
     "ae_n_test": "AE/VAE test images (smoke 100, full 1000)",
-    "ae_max_epochs": "AE/VAE maximum epochs; early stopping on validation loss (smoke 4, full 60)",
-    "ae_patience": "AE/VAE early-stopping patience in epochs (smoke 2, full 6)",
-    "ae_curve_sizes": "training sizes of the ratio-vs-size curve (smoke 100, full 500,1000)",
-    "ae_curve_spaces": "spaces of the ratio-vs-size curve (relative,absolute)",
+    "ae_max_epochs": "AE/VAE maximum epochs; early stopping on validation loss (smoke 4, full 30)",
+    "ae_patience": "AE/VAE early-stopping patience in epochs (smoke 2, full 4)",
+    "ae_curve_sizes": "training sizes of the ratio-vs-size curve, besides ae_n_train "
+                      "(smoke 100, full 1000)",
+    "ae_curve_spaces": "spaces of the ratio-vs-size curve (smoke relative,absolute; full relative)",
     "ae_anchors": "AE/VAE anchors (smoke 50, full 500)",
     "ae_latent": "AE/VAE latent width (32)",
     "ae_lr": "AE/VAE learning rate (2e-3)",
@@ -72,7 +73,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     # Early stopping decides the epochs (max_epochs is a ceiling); batch 128 for the AEs: the
     # relative models re-encode their 500 anchors in every step, so small batches cost ~5x more.
     "full": dict(_SMOKE, seeds=3, ae_n_train=2000, ae_n_val=500, ae_n_test=1000,
-                 ae_max_epochs=60, ae_patience=6, ae_curve_sizes="500,1000",
+                 ae_max_epochs=30, ae_patience=4, ae_curve_sizes="1000",
+                 ae_curve_spaces="relative",
                  ae_anchors=500, ae_batch_size=128, cnn_n_train=5000, cnn_n_val=500,
                  cnn_n_test=1000, cnn_max_epochs=20, cnn_patience=3, cnn_anchors=300,
                  cifar_n_train=1000, cifar_n_val=200, cifar_n_test=1000, cifar_resolution=0,
