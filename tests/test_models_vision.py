@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relreps.datasets.images import load_digits_images, stratified_subsample
 from relreps.models import vision as mv
@@ -192,3 +194,104 @@ def test_efficientnet_weights_are_pretrained():
 
     with pytest.raises(RelrepsError):
         load_efficientnet_lite("lite7")
+
+
+def _aes(n, anchors, variational=False, relative=True):
+    out = []
+    for s in range(n):
+        torch.manual_seed(s)
+        m = mv.ImageAutoencoder(1, 8, latent_dim=8, variational=variational, relative=relative,
+                                n_anchors=len(anchors))
+        m.set_anchors(anchors)
+        out.append(m)
+    return out
+
+
+def _val_loss(m, x, kl_weight):
+    with torch.no_grad():
+        return mv._mean_over_batches(lambda sl: mv._ae_loss(m, torch.as_tensor(x[sl]),
+                                                            kl_weight), len(x))
+
+
+@pytest.mark.parametrize("variational", [False, True])
+def test_early_stopping_restores_the_best_validation_epoch(digits, variational):
+    tr, te, anchors = digits
+    models = _aes(2, anchors, variational=variational)
+    cfg = mv.TrainConfig(epochs=12, batch_size=32, lr=2e-2, kl_weight=0.05, patience=2)
+    hists = mv.train_autoencoders(models, tr.x[:200], cfg, seeds=[0, 1], x_val=tr.x[200:300])
+    for m, h in zip(models, hists):
+        assert len(h.val_loss) == len(h.train_loss) == h.epochs_run <= 12
+        assert h.best_epoch == int(np.argmin(h.val_loss)) + 1
+        # the model holds the weights of its best validation epoch
+        assert np.isclose(_val_loss(m, tr.x[200:300], 0.05), min(h.val_loss), rtol=1e-5)
+        assert not m.training
+    run = hists[0].epochs_run
+    assert all(h.epochs_run == run for h in hists)
+    assert run == 12 or all(run - h.best_epoch >= 2 for h in hists)
+
+
+def test_group_training_equals_training_alone(digits):
+    tr, te, anchors = digits
+    cfg = mv.TrainConfig(epochs=2, batch_size=32, kl_weight=0.05)
+    group = _aes(2, anchors, variational=True)
+    mv.train_autoencoders(group, tr.x[:128], cfg, seeds=[4, 5], x_val=tr.x[128:160])
+    alone = _aes(2, anchors, variational=True)[1]
+    mv.train_autoencoders([alone], tr.x[:128], cfg, seeds=[5], x_val=tr.x[128:160])
+    np.testing.assert_array_equal(mv.reconstruct(group[1], te.x[:8]),
+                                  mv.reconstruct(alone, te.x[:8]))
+
+
+def test_stitching_mse_matrix_matches_stitch_reconstruct(digits):
+    tr, te, anchors = digits
+    models = _aes(2, anchors)
+    mse = mv.stitching_mse_matrix(models, te.x)
+    for i in range(2):
+        for j in range(2):
+            ref = mv.reconstruction_mse(mv.stitch_reconstruct(models[i], models[j], te.x), te.x)
+            assert np.isclose(mse[i, j], ref, rtol=1e-5)
+
+
+def test_cnn_group_early_stopping(digits):
+    tr, te, anchors = digits
+    models = []
+    for s in range(2):
+        torch.manual_seed(s)
+        m = mv.CNNClassifier(1, 8, 10, latent_dim=16, relative=True, n_anchors=len(anchors))
+        m.set_anchors(anchors)
+        models.append(m)
+    hists = mv.train_classifiers(models, tr.x[:300], tr.y[:300],
+                                 mv.TrainConfig(epochs=6, batch_size=32, lr=3e-3, patience=2),
+                                 seeds=[0, 1], x_val=tr.x[300:], y_val=tr.y[300:])
+    for h in hists:
+        assert h.best_epoch == int(np.argmin(h.val_loss)) + 1
+        assert h.val_loss[-1] < np.log(10)  # better than uniform guessing
+
+
+def test_training_input_validation(digits):
+    from relreps.errors import OptionError, RelrepsError, ShapeError
+
+    tr, _, anchors = digits
+    models = _aes(1, anchors)
+    with pytest.raises(OptionError, match="x_val"):
+        mv.train_autoencoders(models, tr.x[:64], mv.TrainConfig(epochs=1, patience=1))
+    with pytest.raises(ShapeError):
+        mv.train_autoencoders(models, tr.x[:64], mv.TrainConfig(epochs=1),
+                              x_val=tr.x[:8, :, :4, :4])
+    with pytest.raises(ShapeError):
+        mv.train_autoencoders(models, tr.x[:64], mv.TrainConfig(epochs=1), seeds=[0, 1])
+    with pytest.raises(ShapeError):
+        mv.train_autoencoders(models, tr.x[0], mv.TrainConfig(epochs=1))
+    with pytest.raises(RelrepsError):
+        mv.train_classifiers([], tr.x[:64], tr.y[:64], mv.TrainConfig(epochs=1))
+
+
+@given(epochs=st.integers(-5, 0), patience=st.one_of(st.none(), st.integers(-3, 0)))
+@settings(max_examples=20, deadline=None)
+def test_train_config_rejects_non_positive_counts(epochs, patience):
+    from relreps.errors import RelrepsError
+
+    with pytest.raises(RelrepsError):
+        mv.TrainConfig(epochs=epochs, patience=patience).check()
+    if patience is not None:
+        with pytest.raises(RelrepsError, match="patience"):
+            mv.TrainConfig(epochs=1, patience=patience).check()

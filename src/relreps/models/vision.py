@@ -10,8 +10,11 @@ anchor embeddings) of one model with the decoder/head of another: `stitch_recons
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+import copy
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,7 +22,8 @@ from torch import nn
 from torch.nn import functional as F
 
 __all__ = ["ConvEncoder", "ConvDecoder", "ImageAutoencoder", "CNNClassifier", "TrainConfig",
-           "train_autoencoder", "train_classifier", "reconstruct", "stitch_reconstruct",
+           "TrainHistory", "train_autoencoder", "train_autoencoders", "train_classifier",
+           "train_classifiers", "stitching_mse_matrix", "reconstruct", "stitch_reconstruct",
            "reconstruction_mse", "latents", "relative_latents", "predict_logits",
            "stitch_logits"]
 
@@ -185,13 +189,44 @@ class CNNClassifier(_AnchoredModel):
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings shared by the autoencoders and classifiers."""
+    """Optimisation settings shared by the autoencoders and classifiers.
+
+    `epochs` is the maximum number of epochs. With validation data and `patience`, training stops
+    once no model of the group has lowered its validation loss for `patience` epochs, and each
+    model gets back the weights of its own best validation epoch.
+    """
 
     epochs: int = 5
     batch_size: int = 64
     lr: float = 1e-3
     kl_weight: float = 1.0  # VAE: weight of the KL term against the summed squared error
     seed: int = 0
+    patience: int | None = None
+
+    def check(self) -> TrainConfig:
+        """This configuration, validated (`RelrepsError` subclasses name the bad field)."""
+        from relreps.validation import check_float, check_int
+
+        check_int(self.epochs, "epochs", min_value=1)
+        check_int(self.batch_size, "batch_size", min_value=1)
+        check_float(self.lr, "lr", min_value=0.0, min_inclusive=False)
+        check_float(self.kl_weight, "kl_weight", min_value=0.0)
+        check_int(self.seed, "seed", min_value=0)
+        check_int(self.patience, "patience", min_value=1, allow_none=True)
+        return self
+
+
+@dataclass
+class TrainHistory:
+    """One model's training: per-epoch losses and the epoch whose weights it ends with."""
+
+    train_loss: list[float] = field(default_factory=list)  # mean over each epoch's batches
+    val_loss: list[float] = field(default_factory=list)  # after each epoch, eval mode
+    best_epoch: int = 0  # 1-based; the last epoch when there is no validation data
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.train_loss)
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator | None) -> Iterator[torch.Tensor]:
@@ -204,50 +239,167 @@ def _as_tensor(x: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x, np.float32)) if not isinstance(x, torch.Tensor) else x
 
 
-def _fit(model: nn.Module, n: int, batch_loss, cfg: TrainConfig, desc: str) -> list[float]:
-    """Adam over shuffled mini-batches of `n` rows; `batch_loss(idx)` gives a batch's loss."""
+def _fit_group(models: Sequence[nn.Module], n: int, batch_losses: Sequence[Callable],
+               val_losses: Sequence[Callable] | None, cfg: TrainConfig, seeds: Sequence[int],
+               desc: str, on_epoch: Callable[[int], None] | None) -> list[TrainHistory]:
+    """Adam over shuffled mini-batches of `n` rows for several models in lockstep.
+
+    `batch_losses[i](idx)` is model i's loss on a batch; `val_losses[i]()` its validation loss
+    (called in eval mode without gradient). Each model has its own batch order and its own torch
+    random stream (VAE sampling), both from its seed, so it trains exactly as it would alone.
+    """
     from relreps.progress import progress
 
-    gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    history = []
-    model.train()
-    for _ in progress(range(cfg.epochs), desc=desc, total=cfg.epochs):
-        total, count = 0.0, 0
-        for idx in _batches(n, cfg.batch_size, gen):
-            loss = batch_loss(idx)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        history.append(total / max(count, 1))
-    model.eval()
-    return history
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    rng_states = []
+    for s in seeds:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(s))
+            rng_states.append(torch.get_rng_state())
+    opts = [torch.optim.Adam(m.parameters(), lr=cfg.lr) for m in models]
+    hists = [TrainHistory() for _ in models]
+    best = [math.inf] * len(models)
+    best_states: list[dict | None] = [None] * len(models)
+    for epoch in progress(range(1, cfg.epochs + 1), desc=desc, total=cfg.epochs):
+        for i, (m, opt) in enumerate(zip(models, opts)):
+            m.train()
+            total, count = 0.0, 0
+            with torch.random.fork_rng(devices=[]):
+                torch.set_rng_state(rng_states[i])
+                for idx in _batches(n, cfg.batch_size, gens[i]):
+                    loss = batch_losses[i](idx)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach()) * len(idx)
+                    count += len(idx)
+                rng_states[i] = torch.get_rng_state()
+            m.eval()
+            hists[i].train_loss.append(total / max(count, 1))
+            if val_losses is None:
+                hists[i].best_epoch = epoch
+                continue
+            with torch.no_grad():
+                v = float(val_losses[i]())
+            hists[i].val_loss.append(v)
+            if v < best[i]:  # NaN never improves; ties keep the earlier epoch
+                best[i], hists[i].best_epoch = v, epoch
+                best_states[i] = copy.deepcopy(m.state_dict())
+        if on_epoch is not None:
+            on_epoch(epoch)
+        if (val_losses is not None and cfg.patience is not None
+                and all(epoch - h.best_epoch >= cfg.patience for h in hists)):
+            break
+    for m, h, state in zip(models, hists, best_states):
+        if state is not None and h.best_epoch != h.epochs_run:
+            m.load_state_dict(state)
+        m.eval()
+    return hists
+
+
+def _check_group(models: Sequence[nn.Module], kind: type, x: Any, x_val: Any, cfg: TrainConfig,
+                 seeds: Sequence[int] | None) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                       list[int]]:
+    """Validated (x, x_val, seeds) for a group of models of class `kind`."""
+    from relreps.errors import InputTypeError, OptionError, ShapeError
+    from relreps.validation import check_array, check_int
+
+    if not isinstance(cfg, TrainConfig):
+        raise InputTypeError(f"cfg must be a TrainConfig, got {type(cfg).__name__}")
+    cfg.check()
+    models = list(models)
+    if not models or not all(isinstance(m, kind) for m in models):
+        raise InputTypeError(f"models must be a non-empty sequence of {kind.__name__}")
+    seeds = [cfg.seed] * len(models) if seeds is None else list(seeds)
+    if len(seeds) != len(models):
+        raise ShapeError(f"{len(seeds)} seeds for {len(models)} models")
+    seeds = [check_int(s, "seeds[]", min_value=0) for s in seeds]
+    xt = _as_tensor(check_array(x, "x", ndim=4, min_rows=1))
+    xv = None
+    if x_val is not None:
+        xv = _as_tensor(check_array(x_val, "x_val", ndim=4, min_rows=1))
+        if xv.shape[1:] != xt.shape[1:]:
+            raise ShapeError(f"x_val images have shape {tuple(xv.shape[1:])}, x "
+                             f"{tuple(xt.shape[1:])}")
+    elif cfg.patience is not None:
+        raise OptionError("early stopping (patience) needs validation data (x_val)")
+    return xt, xv, seeds
+
+
+def _ae_loss(model: ImageAutoencoder, xb: torch.Tensor, kl_weight: float) -> torch.Tensor:
+    """Summed squared error per image (+ kl_weight * KL for the VAE), averaged over the batch."""
+    recon, mu, logvar = model(xb)
+    loss = F.mse_loss(recon, xb, reduction="sum") / len(xb)
+    if model.variational:
+        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / len(xb)
+        loss = loss + kl_weight * kl
+    return loss
+
+
+def _mean_over_batches(fn: Callable[[slice], torch.Tensor], n: int, batch_size: int = 512
+                       ) -> float:
+    total = 0.0
+    for s in range(0, n, batch_size):
+        sl = slice(s, min(n, s + batch_size))
+        total += float(fn(sl)) * (sl.stop - sl.start)
+    return total / max(n, 1)
+
+
+def train_autoencoders(models: Sequence[ImageAutoencoder], x: np.ndarray, cfg: TrainConfig, *,
+                       seeds: Sequence[int] | None = None, x_val: np.ndarray | None = None,
+                       on_epoch: Callable[[int], None] | None = None,
+                       desc: str = "train AE") -> list[TrainHistory]:
+    """Train several autoencoders on the same images, epoch by epoch in lockstep.
+
+    Loss: summed squared error per image (+ `cfg.kl_weight` x KL for a VAE). With `x_val` the
+    same loss is measured on it after every epoch (eval mode: the VAE decodes its posterior
+    mean); with `cfg.patience` training stops early and each model keeps its best validation
+    epoch (see `TrainConfig`). `seeds[i]` (default `cfg.seed`) orders model i's batches and
+    drives its sampling. `on_epoch(epoch)` is called after each epoch with every model in eval
+    mode (e.g. to measure stitching on validation data).
+    """
+    xt, xv, seeds = _check_group(models, ImageAutoencoder, x, x_val, cfg, seeds)
+    models = list(models)
+    batch = [(lambda idx, m=m: _ae_loss(m, xt[idx], cfg.kl_weight)) for m in models]
+    val = None if xv is None else [
+        (lambda m=m: _mean_over_batches(lambda sl: _ae_loss(m, xv[sl], cfg.kl_weight),
+                                        len(xv))) for m in models]
+    return _fit_group(models, len(xt), batch, val, cfg, seeds, desc, on_epoch)
 
 
 def train_autoencoder(model: ImageAutoencoder, x: np.ndarray, cfg: TrainConfig,
                       desc: str = "train AE") -> list[float]:
     """Train with Adam on the squared error (+ KL for the VAE). Returns the loss per epoch."""
-    xt = _as_tensor(x)
+    return train_autoencoders([model], x, cfg, desc=desc)[0].train_loss
 
-    def batch_loss(idx: torch.Tensor) -> torch.Tensor:
-        xb = xt[idx]
-        recon, mu, logvar = model(xb)
-        loss = F.mse_loss(recon, xb, reduction="sum") / len(xb)
-        if model.variational:
-            kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / len(xb)
-            loss = loss + cfg.kl_weight * kl
-        return loss
 
-    return _fit(model, len(xt), batch_loss, cfg, desc)
+def train_classifiers(models: Sequence[CNNClassifier], x: np.ndarray, y: np.ndarray,
+                      cfg: TrainConfig, *, seeds: Sequence[int] | None = None,
+                      x_val: np.ndarray | None = None, y_val: np.ndarray | None = None,
+                      desc: str = "train CNN") -> list[TrainHistory]:
+    """Train several classifiers with Adam on cross-entropy, in lockstep; early stopping on the
+    validation cross-entropy as in `train_autoencoders`."""
+    from relreps.errors import OptionError
+    from relreps.validation import check_labels
+
+    xt, xv, seeds = _check_group(models, CNNClassifier, x, x_val, cfg, seeds)
+    yt = torch.as_tensor(check_labels(y, "y", n=len(xt)).astype(np.int64))
+    models = list(models)
+    batch = [(lambda idx, m=m: F.cross_entropy(m(xt[idx]), yt[idx])) for m in models]
+    val = None
+    if xv is not None:
+        if y_val is None:
+            raise OptionError("x_val needs y_val")
+        yv = torch.as_tensor(check_labels(y_val, "y_val", n=len(xv)).astype(np.int64))
+        val = [(lambda m=m: _mean_over_batches(lambda sl: F.cross_entropy(m(xv[sl]), yv[sl]),
+                                               len(xv))) for m in models]
+    return _fit_group(models, len(xt), batch, val, cfg, seeds, desc, None)
 
 
 def train_classifier(model: CNNClassifier, x: np.ndarray, y: np.ndarray, cfg: TrainConfig,
                      desc: str = "train CNN") -> list[float]:
     """Train with Adam on cross-entropy. Returns the loss per epoch."""
-    xt, yt = _as_tensor(x), torch.as_tensor(np.asarray(y, np.int64))
-    return _fit(model, len(xt), lambda idx: F.cross_entropy(model(xt[idx]), yt[idx]), cfg, desc)
+    return train_classifiers([model], x, y, cfg, desc=desc)[0].train_loss
 
 
 @torch.no_grad()
@@ -316,3 +468,26 @@ def stitch_logits(encoder_model: CNNClassifier, head_model: CNNClassifier, x: np
 def predict_logits(model: CNNClassifier, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Class scores of `x` through one model."""
     return stitch_logits(model, model, x, batch_size)
+
+
+@torch.no_grad()
+def stitching_mse_matrix(models: Sequence[ImageAutoencoder], x: np.ndarray,
+                         batch_size: int = 512) -> np.ndarray:
+    """(k, k) per-pixel reconstruction MSE of `x`: entry (i, j) encodes with model i (and its
+    anchor latents) and decodes with model j; the diagonal is the non-stitched error."""
+    from relreps.errors import InputTypeError
+    from relreps.validation import check_array
+
+    models = list(models)
+    if not models or not all(isinstance(m, ImageAutoencoder) for m in models):
+        raise InputTypeError("models must be a non-empty sequence of ImageAutoencoder")
+    xt = _as_tensor(check_array(x, "x", ndim=4, min_rows=1))
+    anchors = [_stitch_pair(m, models[0]) for m in models]
+    sq = np.zeros((len(models), len(models)))
+    for s in range(0, len(xt), batch_size):
+        xb = xt[s:s + batch_size]
+        zs = [m.latent(xb) for m in models]
+        for i, (z, a) in enumerate(zip(zs, anchors)):
+            for j, dec in enumerate(models):
+                sq[i, j] += float(((dec.decode_from(z, a) - xb) ** 2).double().sum())
+    return sq / xt.numel()
