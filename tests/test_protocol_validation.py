@@ -97,7 +97,7 @@ def test_text_heads_choose_C_on_training_rows_only(cv_spy):
     train_labels = [tr.labels for tr, _ in data.splits.values()]
     _assert_only_train(cv_spy, train_labels)
     # the absolute heads saw exactly the standardised training embeddings
-    std = [(e - e.mean(0)) / e.std(0) for (e, _) in data.emb.values()]
+    std = [(e - e.mean(0)) / e.std(0) for (e, _) in [*data.emb.values(), data.hindi()]]
     absolute = [X for X, _ in cv_spy if X.shape[1] == 16]
     assert absolute and all(any(np.allclose(X, s) for s in std) for X in absolute)
     # the chosen C of every head is recorded, from the grid
