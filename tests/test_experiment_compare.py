@@ -18,7 +18,7 @@ def test_compare_smoke(tmp_path):
     for f in ("results.json", "results.md", "meta.json"):
         assert (tmp_path / f).exists()
     data = json.loads((tmp_path / "results.json").read_text())
-    rows = [r for r in data["rows"] if r.get("kind") != "anchor_sweep"]
+    rows = [r for r in data["rows"] if "kind" not in r]  # not the sweep or training curves
     methods = {r["method"] for r in rows}
     assert len(methods) == 11
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
@@ -40,6 +40,14 @@ def test_compare_smoke(tmp_path):
                                             "best_aligned"}
     md = (tmp_path / "results.md").read_text()
     assert "latent translation (orthogonal)" in md and "anchor choice" in md
+    # validation-only protocol: C chosen by CV (recorded per head), encoders stopped early
+    head = s["digits_head"]
+    assert head["name"] == "logreg-cv" and all(r["C"] in head["grid"] for r in rows)
+    assert "C per seed" in md
+    curves = [r for r in data["rows"] if r.get("kind") == "encoder_training"]
+    assert {r["encoder"] for r in curves} == set(s["digits_encoder_training"])
+    for rec in s["digits_encoder_training"].values():
+        assert 1 <= rec["best_epoch"] <= rec["epochs_run"] <= rec["max_epochs"]
     assert (tmp_path / "compare-digits.png").stat().st_size > 1000
 
 

@@ -100,7 +100,15 @@ def test_text_experiment_smoke(tmp_path):
     # cross-lingual: an English MiniLM head reads Hindi e5 through parallel anchors, not absolutely
     xl = [r for r in res.rows if r.get("task") == "TREC en<->hi" and r["fit_space"] ==
           "en/minilm-l6" and r["eval_space"] == "hi/e5-small"]
-    rel = np.mean([r["f1_weighted"] for r in xl if r["variant"] == "relative centred cosine"])
+    rel = np.mean([r["f1_weighted"] for r in xl if r["variant"] == "relative cosine, center=auto"])
     abs_ = np.mean([r["f1_weighted"] for r in xl if r["variant"] == "absolute"])
     assert rel > abs_ + 0.15
-    assert "Cross-lingual" in (tmp_path / "results.md").read_text()
+    md = (tmp_path / "results.md").read_text()
+    assert "Cross-lingual" in md and "chosen C per seed" in md and "Centring decisions" in md
+    # the validated head: every fitted head's C was chosen by CV and is recorded
+    head = s["head"]
+    assert head["name"] == "logreg-cv" and head["grid"]
+    assert all(r["C"] in head["grid"] for r in payload["rows"])
+    # center='auto' centres e5's anisotropic space, and says why
+    assert s["center_auto"] and all(d["center"] == "anchors" and "e5" in d["reason"]
+                                    for x in s["center_auto"] for d in x["decisions"])

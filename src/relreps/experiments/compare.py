@@ -46,10 +46,14 @@ OPTIONS: dict[str, str] = {
     "ag_news_anchors": "anchors on AG News (smoke 48, full 300)",
     "trec_anchors": "anchors on TREC (smoke 48, full 300)",
     "images_anchors": "anchors on images (smoke 100, full 300)",
-    "digits_C": "logistic-regression C of the digits head (1.0)",
-    "ag_news_C": "logistic-regression C of the AG News head (0.01)",
-    "trec_C": "logistic-regression C of the TREC head (0.01)",
-    "images_C": "logistic-regression C of the images head (0.01)",
+    "digits_C": "fixed logistic-regression C of the digits heads (default: none, C chosen "
+                "by cross-validation on the training rows)",
+    "ag_news_C": "fixed logistic-regression C of the AG News heads (default: none, C chosen "
+                "by cross-validation on the training rows)",
+    "trec_C": "fixed logistic-regression C of the TREC heads (default: none, C chosen "
+                "by cross-validation on the training rows)",
+    "images_C": "fixed logistic-regression C of the images heads (default: none, C chosen "
+                "by cross-validation on the training rows)",
 }
 
 # Text sizes match the text experiment's fixed subsets (issue 5), so the embedding cache is shared.
@@ -125,6 +129,9 @@ def image_spaces(scale: str, source: str = "test"
 # ----------------------------------------------------------------------------------- digits
 
 _DIGITS_ENCODERS = (("mlp-s0-w32", 0, 32), ("mlp-s1-w32", 1, 32), ("mlp-s2-w48", 2, 48))
+#: Digits encoders: maximum epochs per scale and early-stopping patience (validation loss).
+_DIGITS_MAX_EPOCHS = {"smoke": 40, "full": 200}
+_DIGITS_PATIENCE = 10
 
 
 def _embed(enc: Any, x: np.ndarray) -> np.ndarray:
@@ -136,7 +143,8 @@ def _embed(enc: Any, x: np.ndarray) -> np.ndarray:
 
 def digits_data(scale: str) -> dict[str, Any]:
     """scikit-learn digits (fixed stratified 75/25 split) and three MLP encoders that differ in
-    seed and width, trained in seconds."""
+    seed and width, trained in seconds with early stopping on the validation loss of a fixed
+    20% of the training rows (the test rows are never seen)."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -144,14 +152,24 @@ def digits_data(scale: str) -> dict[str, Any]:
     x = (d.data / 16.0).astype(np.float32)
     x_tr, x_te, y_tr, y_te = train_test_split(x, d.target, test_size=0.25, random_state=0,
                                               stratify=d.target)
-    epochs = 20 if scale == "smoke" else 60
+    # early stopping on a validation split of the training rows (fixed, stratified, 20%)
+    fit_rows, val_rows = train_test_split(np.arange(len(y_tr)), test_size=0.2, random_state=0,
+                                          stratify=y_tr)
+    max_epochs = _DIGITS_MAX_EPOCHS[scale]
     from relreps.experiments.demo import train_encoder  # the demo's MLP, reused
 
-    encoders = {name: train_encoder(x_tr, y_tr, seed=s, latent_dim=w, epochs=epochs)
-                for name, s, w in _DIGITS_ENCODERS}
+    encoders, training = {}, {}
+    for name, s, w in _DIGITS_ENCODERS:
+        record: dict[str, Any] = {}
+        encoders[name] = train_encoder(x_tr[fit_rows], y_tr[fit_rows], seed=s, latent_dim=w,
+                                       epochs=max_epochs, patience=_DIGITS_PATIENCE,
+                                       validation=(x_tr[val_rows], y_tr[val_rows]),
+                                       record=record)
+        training[name] = record
     spaces = {n: (_embed(e, x_tr), _embed(e, x_te)) for n, e in encoders.items()}
     return {"spaces": spaces, "y_train": y_tr, "y_test": y_te, "x_train": x_tr, "x_test": x_te,
-            "encoders": encoders}
+            "encoders": encoders, "training": training,
+            "validation_rows": val_rows}
 
 
 # ---------------------------------------------------------------------------------- methods
@@ -291,16 +309,14 @@ class _Translation(_Method):
         return out
 
 
-def logreg_head(C: float) -> Any:
-    """Factory seed -> standard scaling + L2 logistic regression with inverse strength `C`."""
-    def make(seed: int) -> Any:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
+def _head(fixed_c: Any = None) -> str:
+    """The head of a benchmark: ``"logreg-cv"`` (C chosen by cross-validation on the fit space's
+    training rows), or ``"logreg-c<C>"`` when a fixed C is given (``--opt <benchmark>_C``)."""
+    from relreps.stitching import check_head
 
-        return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000,
-                                                                  random_state=seed))
-    return make
+    if fixed_c is None or str(fixed_c).strip() in ("", "cv"):
+        return "logreg-cv"
+    return check_head(f"logreg-c{fixed_c}")
 
 
 def default_methods(n_anchors: int, bank: int, k: int) -> list[_Method]:
@@ -317,12 +333,16 @@ def default_methods(n_anchors: int, bank: int, k: int) -> list[_Method]:
 
 def evaluate_methods(benchmark: str, spaces: dict[str, tuple[np.ndarray, np.ndarray]],
                      y_train: np.ndarray, y_test: np.ndarray, methods: list[_Method], *,
-                     n_anchors: int, seeds: list[int], head: Any = "logreg",
+                     n_anchors: int, seeds: list[int], head: Any = "logreg-cv",
                      log: Any = None) -> list[dict[str, Any]]:
-    """Stitched and non-stitched scores of every method, ordered pair of spaces and seed."""
+    """Stitched and non-stitched scores of every method, ordered pair of spaces and seed.
+
+    One head per (method's head features, fit space, seed), fitted on that space's training rows
+    only (``"logreg-cv"`` chooses its C by cross-validation on them); each row records the
+    head's ``C``."""
     from relreps.anchors import sample_anchors
     from relreps.progress import progress
-    from relreps.stitching import make_head, score
+    from relreps.stitching import _head_C, make_head, score
 
     names = list(spaces)
     n_train = len(y_train)
@@ -330,12 +350,14 @@ def evaluate_methods(benchmark: str, spaces: dict[str, tuple[np.ndarray, np.ndar
     for seed in progress(seeds, desc=f"compare {benchmark}"):
         idx = sample_anchors(np.zeros((n_train, 1)), n_anchors, "uniform", random_state=seed)
         heads: dict[tuple[str, str], Any] = {}
+        heads_c: dict[tuple[str, str], float | None] = {}  # the C each head uses (chosen by CV)
         for m in methods:
             m.prepare(spaces, idx, seed)
             for b in names:
                 key = (m.head_key, b)
                 if key not in heads:
                     heads[key] = make_head(head, seed).fit(m.train(b), y_train)
+                    heads_c[key] = _head_C(heads[key])
                 for a in names:
                     x = m.test(a, b)
                     if x is None:
@@ -346,7 +368,7 @@ def evaluate_methods(benchmark: str, spaces: dict[str, tuple[np.ndarray, np.ndar
                                  "accuracy": score(y_test, pred, "accuracy"),
                                  "f1_weighted": score(y_test, pred, "f1_weighted"),
                                  "fit_time_s": m.pair_time.get((a, b), 0.0),
-                                 "n_anchors": m.n_anchors()})
+                                 "n_anchors": m.n_anchors(), "C": heads_c[key]})
             if log:
                 st = [r["accuracy"] for r in rows if r["method"] == m.name and r["seed"] == seed
                       and r["stitched"]]
@@ -393,6 +415,36 @@ def method_table(rows: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]
                             "non-stitched accuracy", "fit time / pair (ms)",
                             "parallel anchors", "stitched pairs"], body)
     return table, stats
+
+
+def head_choices(rows: list[dict[str, Any]]) -> tuple[str, dict[str, dict[str, list]]]:
+    """The C of every fitted head, per method and fit space, one value per seed: a Markdown table
+    and ``{method: {fit space: [C per seed]}}``."""
+    from relreps.report import markdown_table
+
+    chosen: dict[str, dict[str, dict[int, Any]]] = {}
+    for r in rows:
+        if "C" in r:
+            chosen.setdefault(r["method"], {}).setdefault(r["fit_space"], {})[r["seed"]] = r["C"]
+    out = {m: {b: [per[s] for s in sorted(per)] for b, per in d.items()}
+           for m, d in chosen.items()}
+
+    def fmt(cs: list) -> str:
+        return ", ".join("-" if c is None else f"{c:.3g}" for c in cs)
+
+    body = [[m, b, fmt(cs)] for m, d in out.items() for b, cs in d.items()]
+    return markdown_table(["method", "head fit on", "C per seed"], body), out
+
+
+def _head_protocol(head: str) -> dict[str, Any]:
+    from relreps.stitching import CV_SEED, DEFAULT_CS
+
+    if head == "logreg-cv":
+        return {"selection": "stratified 5-fold cross-validation on the fit space's training "
+                             "rows only; the most regularised C within one standard error of "
+                             "the best mean accuracy", "grid": [float(c) for c in DEFAULT_CS],
+                "cv_seed": CV_SEED}
+    return {"selection": "fixed by --opt <benchmark>_C (no selection)"}
 
 
 def sweep_table(rows: list[dict[str, Any]]) -> str:
@@ -453,19 +505,15 @@ def _choice_matters(rows: list[dict[str, Any]]) -> list[str]:
 # -------------------------------------------------------------------------------------- run
 
 _SETTINGS = {
-    "smoke": {"seeds": 2, "digits": {"anchors": 64, "bank": 512, "k": 32, "sweep": (8, 32),
-                                     "C": 1.0},
-              "ag_news": {"anchors": 48, "bank": 150, "k": 16, "sweep": (10, 48), "C": 0.01},
-              "trec": {"anchors": 48, "bank": 150, "k": 16, "sweep": (10, 48), "C": 0.01},
-              "images": {"anchors": 100, "bank": 250, "k": 32, "sweep": (10, 50), "C": 0.01}},
+    "smoke": {"seeds": 2, "digits": {"anchors": 64, "bank": 512, "k": 32, "sweep": (8, 32)},
+              "ag_news": {"anchors": 48, "bank": 150, "k": 16, "sweep": (10, 48)},
+              "trec": {"anchors": 48, "bank": 150, "k": 16, "sweep": (10, 48)},
+              "images": {"anchors": 100, "bank": 250, "k": 32, "sweep": (10, 50)}},
     "full": {"seeds": 3, "digits": {"anchors": 64, "bank": 1000, "k": 64,
-                                    "sweep": (8, 16, 32, 64, 128, 256), "C": 1.0},
-             "ag_news": {"anchors": 300, "bank": 1000, "k": 64, "sweep": (10, 30, 100, 300),
-                         "C": 0.01},
-             "trec": {"anchors": 300, "bank": 1000, "k": 64, "sweep": (10, 30, 100, 300),
-                      "C": 0.01},
-             "images": {"anchors": 300, "bank": 1000, "k": 64, "sweep": (10, 30, 100, 300),
-                        "C": 0.01}},
+                                    "sweep": (8, 16, 32, 64, 128, 256)},
+             "ag_news": {"anchors": 300, "bank": 1000, "k": 64, "sweep": (10, 30, 100, 300)},
+             "trec": {"anchors": 300, "bank": 1000, "k": 64, "sweep": (10, 30, 100, 300)},
+             "images": {"anchors": 300, "bank": 1000, "k": 64, "sweep": (10, 30, 100, 300)}},
 }
 
 
@@ -514,7 +562,7 @@ def run(ctx: RunContext) -> Results:
         bc = cfg[bench]
         n_anchors = int(ctx.options.get(f"{bench}_anchors", bc["anchors"]))
         spaces = data["spaces"]
-        head = logreg_head(float(ctx.options.get(f"{bench}_C", bc["C"])))
+        head = _head(ctx.options.get(f"{bench}_C"))
         ctx.log(f"[{bench}] spaces {', '.join(f'{k} {v[0].shape}' for k, v in spaces.items())}"
                 f" loaded in {time.perf_counter() - t0:.1f}s")
         rows = evaluate_methods(bench, spaces, data["y_train"], data["y_test"],
@@ -524,6 +572,16 @@ def run(ctx: RunContext) -> Results:
         table, stats = method_table(rows)
         res.tables[f"{bench}: stitching by method ({len(spaces)} encoders, "
                    f"{len(data['y_train'])} train / {len(data['y_test'])} test)"] = table
+        c_table, chosen = head_choices(rows)
+        res.tables[f"{bench}: head regularisation ({head}; C chosen on training rows only)"] = \
+            c_table
+        res.summary[f"{bench}_head"] = {"name": head, "chosen_C": chosen, **_head_protocol(head)}
+        if "training" in data:
+            res.summary[f"{bench}_encoder_training"] = {
+                n: {k: v for k, v in r.items() if k != "curve"} for n, r in
+                data["training"].items()}
+            res.rows += [{"kind": "encoder_training", "benchmark": bench, "encoder": n, **c}
+                         for n, r in data["training"].items() for c in r["curve"]]
         base = next(s for s in stats if s["method"] == "relative cosine (paper)")
         best = max((s for s in stats if s["method"] != "relative cosine (paper)"
                     and not np.isnan(s["stitched_acc"])), key=lambda s: s["stitched_acc"])
@@ -544,7 +602,7 @@ def run(ctx: RunContext) -> Results:
             res.summary[f"{bench}_best_same_anchors_gain_points"] = round(
                 100 * (b2["stitched_acc"] - base["stitched_acc"]), 2)
         if bench == "digits":
-            demo = _distillation(data, n_anchors, seeds, ctx)
+            demo = _distillation(data, n_anchors, seeds, ctx, head)
             res.tables["digits: relative distillation (fresh encoder trained with the "
                        "relative-similarity loss, no labels; teacher's head stitched on)"] = demo[0]
             res.summary.update(demo[1])
@@ -574,11 +632,16 @@ def run(ctx: RunContext) -> Results:
                      "building the stitching map or representation for one pair (head "
                      "training excluded). Absolute stitching is only defined between "
                      "equal-width spaces.")
+    res.notes.append("Protocol (docs/protocol.md): every head is standardised features + L2 "
+                     "logistic regression whose C is chosen by cross-validation on the training "
+                     "rows of the space it is fit on (unless --opt <benchmark>_C fixes it); the "
+                     "digits encoders stop early on the validation loss of a fixed 20% of the "
+                     "training rows; test rows are never used for any choice.")
     return res
 
 
-def _distillation(data: dict[str, Any], n_anchors: int, seeds: list[int], ctx: RunContext
-                  ) -> tuple[str, dict[str, Any]]:
+def _distillation(data: dict[str, Any], n_anchors: int, seeds: list[int], ctx: RunContext,
+                  head: str = "logreg-cv") -> tuple[str, dict[str, Any]]:
     from relreps.losses import distillation_demo
     from relreps.report import fmt_mean_std, markdown_table
 
@@ -589,7 +652,7 @@ def _distillation(data: dict[str, Any], n_anchors: int, seeds: list[int], ctx: R
         idx = np.random.default_rng(seed).choice(len(tr), size=n_anchors, replace=False)
         r = distillation_demo(data["x_train"], data["y_train"], data["x_test"], data["y_test"],
                               tr, te, anchor_idx=idx, student_dim=48,
-                              epochs=20 if ctx.smoke else 80, seed=seed)
+                              epochs=20 if ctx.smoke else 80, seed=seed, head=head)
         out.append(r)
         ctx.log(f"[digits] distillation seed {seed}: student stitched "
                 f"{r['student_stitched_accuracy']:.3f} (untrained "

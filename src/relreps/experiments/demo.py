@@ -26,12 +26,20 @@ _SIZES = {"smoke": {"epochs": 15, "anchors": 64, "seeds": 2},
 
 
 def train_encoder(x: np.ndarray, y: np.ndarray, *, seed: int, latent_dim: int = 32,
-                  epochs: int = 60, data_seed: int = 0) -> Any:
+                  epochs: int = 60, data_seed: int = 0,
+                  validation: tuple[np.ndarray, np.ndarray] | None = None, patience: int = 10,
+                  record: dict[str, Any] | None = None) -> Any:
     """An MLP encoder trained end to end with a linear classifier; only `seed` sets the weights.
 
     The data order comes from `data_seed`, shared by both networks, so the seed is the only
-    difference between them.
+    difference between them. With `validation` = (x_val, y_val) (rows held out of the training
+    rows, never test rows), `epochs` is a maximum: training stops once the validation
+    cross-entropy has not improved for `patience` epochs, and the weights of the best
+    validation epoch are restored. `record` (a dict), if given, receives the validation curve,
+    the best epoch and the epochs run.
     """
+    import copy
+
     import torch
     from torch import nn
 
@@ -42,7 +50,13 @@ def train_encoder(x: np.ndarray, y: np.ndarray, *, seed: int, latent_dim: int = 
     xt = torch.as_tensor(x, dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.long)
     gen = torch.Generator().manual_seed(data_seed)
-    for _ in range(epochs):
+    if validation is not None:
+        xv = torch.as_tensor(validation[0], dtype=torch.float32)
+        yv = torch.as_tensor(validation[1], dtype=torch.long)
+    best: tuple[float, int, Any] = (float("inf"), 0, None)
+    curve: list[dict[str, float]] = []
+    for epoch in range(1, epochs + 1):
+        enc.train()
         perm = torch.randperm(len(xt), generator=gen)
         for s in range(0, len(xt), 128):
             idx = perm[s:s + 128]
@@ -50,6 +64,24 @@ def train_encoder(x: np.ndarray, y: np.ndarray, *, seed: int, latent_dim: int = 
             opt.zero_grad()
             loss.backward()
             opt.step()
+        if validation is None:
+            continue
+        with torch.no_grad():
+            logits = head(enc.eval()(xv))
+            v_loss = float(nn.functional.cross_entropy(logits, yv))
+            v_acc = float((logits.argmax(1) == yv).float().mean())
+        curve.append({"epoch": epoch, "val_loss": v_loss, "val_accuracy": v_acc})
+        if v_loss < best[0]:
+            best = (v_loss, epoch, copy.deepcopy(enc.state_dict()))
+        elif epoch - best[1] >= patience:
+            break
+    if validation is not None and best[2] is not None:
+        enc.load_state_dict(best[2])
+    if record is not None:
+        record.update({"max_epochs": epochs, "patience": patience if validation is not None
+                       else None, "epochs_run": curve[-1]["epoch"] if curve else epochs,
+                       "best_epoch": best[1] if validation is not None else epochs,
+                       "curve": curve})
     enc.eval()
     return enc
 
