@@ -515,7 +515,7 @@ def _logreg_from_state(config: dict[str, Any], arrays: dict[str, np.ndarray], ki
     if kind == "logreg-cv":
         p = expect(config, "params", dict)
         names = CVLogisticRegression().get_params()
-        if set(p) != set(names):
+        if not set(p) <= set(names):  # parameters added later take their defaults
             raise FormatError(f"CVLogisticRegression parameters {sorted(p)}; expected "
                               f"{sorted(names)}")
         final = CVLogisticRegression(**p)

@@ -118,6 +118,11 @@ class CVLogisticRegression(ClassifierMixin, BaseEstimator):
     rule : ``"one_se"`` (default): the smallest C whose mean score is within one standard error
         of the best mean score; ``"best"``: the C of the best mean score.
     patience : stop after this many consecutive values of C below the bar (None: whole grid).
+    search_rows : the search runs on a seeded, stratified sample of at most this many rows
+        (None: all rows); the final fit uses every row. Accuracy over C is flat near its peak,
+        and the search costs (folds x values of C) fits, so this bounds the cost on large inputs.
+    search_tol : tolerance of the lbfgs fits of the search (looser than `tol`: the fits only
+        rank values of C).
     max_iter, tol : of the lbfgs solver.
     random_state : seed of the fold shuffling.
 
@@ -128,16 +133,20 @@ class CVLogisticRegression(ClassifierMixin, BaseEstimator):
     cv_scores_, cv_std_ : mean and standard deviation over folds of the score of each C (NaN
         beyond an early stop).
     n_folds_ : folds used (0: no cross-validation).
+    n_search_rows_ : rows the search ran on.
     estimator_ : the ``LogisticRegression(C=C_)`` refitted on all the data.
     classes_, coef_, intercept_, n_iter_, n_features_in_ : as in ``LogisticRegression``.
     """
 
     def __init__(self, Cs: Sequence[float] | None = None, cv: int = 5,
                  scoring: str = "accuracy", rule: str = "one_se", patience: int | None = 2,
+                 search_rows: int | None = 2000, search_tol: float = 1e-3,
                  max_iter: int = 2000, tol: float = 1e-4,
                  random_state: int | None = CV_SEED) -> None:
         self.Cs = Cs
         self.cv = cv
+        self.search_rows = search_rows
+        self.search_tol = search_tol
         self.scoring = scoring
         self.rule = rule
         self.patience = patience
@@ -182,8 +191,22 @@ class CVLogisticRegression(ClassifierMixin, BaseEstimator):
         self.cv_scores_ = np.full(len(cs), np.nan)
         self.cv_std_ = np.full(len(cs), np.nan)
         self.n_folds_ = 0
+        self.n_search_rows_ = 0
         if folds >= 2 and len(cs) > 1:
-            scores = self._path(X, y, cs, folds, patience, max_iter, tol, seed)
+            rows = check_int(self.search_rows, "search_rows", min_value=2, allow_none=True)
+            stol = check_float(self.search_tol, "search_tol", min_value=0.0,
+                               min_inclusive=False)
+            Xs, ys = X, y
+            if rows is not None and len(y) > rows and rows >= folds * len(classes):
+                from sklearn.model_selection import StratifiedShuffleSplit
+
+                pick, _ = next(StratifiedShuffleSplit(1, train_size=rows, random_state=seed)
+                               .split(X, y))
+                Xs, ys = X[np.sort(pick)], y[np.sort(pick)]
+                folds = min(folds, int(np.unique(ys, return_counts=True)[1].min()))
+            self.n_search_rows_ = int(len(ys))
+        if folds >= 2 and len(cs) > 1:
+            scores = self._path(Xs, ys, cs, folds, patience, max_iter, stol, seed)
             done = ~np.isnan(scores[0])
             self.cv_scores_[done] = scores[:, done].mean(0)
             self.cv_std_[done] = scores[:, done].std(0)
