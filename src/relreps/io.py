@@ -496,6 +496,9 @@ def write_array(path: str | os.PathLike, array: Any, *, chunk_rows: int | None =
             _write_dask_npy(path, array)
         else:
             atomic_save_npy(path, np.asarray(array))
+        from relreps.anchors import _umask
+
+        os.chmod(path, 0o666 & ~_umask())  # a user's output, not a private temporary file
         return path
     zarr = _zarr_mod()
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
