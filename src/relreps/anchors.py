@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from relreps._backend import Array
+from relreps.cache import current_umask
 from relreps.errors import (
     AnchorError,
     DataNotFoundError,
@@ -791,7 +792,7 @@ class AnchorSet:
             try:
                 with os.fdopen(fd, "w", encoding="utf-8") as f:
                     f.write(text)
-                os.chmod(tmp, 0o666 & ~_umask())
+                os.chmod(tmp, 0o666 & ~current_umask())
                 os.replace(tmp, path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
@@ -862,10 +863,6 @@ class AnchorSet:
         return cls.from_dict({**data, "indices": idx}, source="AnchorSet state")
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _check_path(path: Any) -> Path:

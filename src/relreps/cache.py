@@ -150,6 +150,13 @@ def content_key(*parts: Any) -> str:
     return h.hexdigest()
 
 
+def current_umask() -> int:
+    """The process's file-creation mask (read without changing it for longer than the call)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write bytes so that readers see the old file or the whole new one, never a partial one."""
     path = Path(path)

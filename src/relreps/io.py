@@ -482,7 +482,7 @@ def write_array(path: str | os.PathLike, array: Any, *, chunk_rows: int | None =
     written block by block without being loaded whole (``.npy`` through a memory map).
     An existing file or store at `path` is replaced.
     """
-    from relreps.cache import atomic_save_npy
+    from relreps.cache import atomic_save_npy, current_umask
 
     path = Path(path)
     suffix = path.suffix.lower()
@@ -496,9 +496,7 @@ def write_array(path: str | os.PathLike, array: Any, *, chunk_rows: int | None =
             _write_dask_npy(path, array)
         else:
             atomic_save_npy(path, np.asarray(array))
-        from relreps.anchors import _umask
-
-        os.chmod(path, 0o666 & ~_umask())  # a user's output, not a private temporary file
+        os.chmod(path, 0o666 & ~current_umask())  # a user's output, not a private temporary file
         return path
     zarr = _zarr_mod()
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))

@@ -41,6 +41,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from relreps.cache import current_umask
 from relreps.errors import RunFolderError
 
 __all__ = ["MARKER", "INCOMPLETE", "RunFolder", "prepare_run", "is_run_folder",
@@ -50,12 +51,6 @@ __all__ = ["MARKER", "INCOMPLETE", "RunFolder", "prepare_run", "is_run_folder",
 MARKER = ".relreps-run.json"
 #: Visible file that marks a run that has not (or not yet) finished.
 INCOMPLETE = "RUN_INCOMPLETE"
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def is_run_folder(path: str | os.PathLike) -> bool:
@@ -210,7 +205,7 @@ def _write_marker(folder: Path, status: str, command: str, dest: Path, **extra: 
 
 
 def _fix_permissions(folder: Path) -> None:
-    mask = _umask()
+    mask = current_umask()
     os.chmod(folder, 0o777 & ~mask)
     for root, dirs, files in os.walk(folder):
         for d in dirs:
