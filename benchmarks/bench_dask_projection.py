@@ -64,6 +64,9 @@ def make_data(folder: Path, n: int, d: int, chunk_rows: int, seed: int,
     return zpath, npath
 
 
+# _reset_peak/_peak/_status_kib run inside Dask worker processes, which cannot import
+# benchmarks/_common (not on their path, possibly another machine); defined here, they travel
+# with the task by value. _common.reset_peak_rss/peak_rss_kib are the same for this process.
 def _reset_peak() -> int:
     """In a worker: import what the tasks import, reset the peak RSS; the RSS in KiB."""
     import relreps.projection  # noqa: F401  (torch: part of every worker's footprint)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 
@@ -10,6 +11,19 @@ import pytest
 
 from relreps.errors import DataNotFoundError
 from relreps.experiments import available, run_experiment
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    """Run the block with one torch thread (deterministic, and fair to a shared machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_images_is_discovered():
@@ -23,7 +37,6 @@ def test_unknown_option_is_rejected(tmp_path):
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    import torch
 
     try:
         from relreps.datasets.images import load_mnist
@@ -31,13 +44,9 @@ def smoke(tmp_path_factory):
         load_mnist("test", n=10)
     except DataNotFoundError as e:
         pytest.skip(str(e))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("images-smoke")
-    try:
+    with _one_torch_thread():
         res = run_experiment("images", scale="smoke", seed=0, out=out)
-    finally:
-        torch.set_num_threads(threads)
     return out, res
 
 
@@ -123,7 +132,6 @@ SENTINEL = 0.4321
 def test_training_and_early_stopping_never_see_test_rows(tmp_path, monkeypatch):
     """Test images are replaced by a sentinel value: no array any trainer (fit or validation
     data) receives may contain one, while the test rows are still evaluated."""
-    import torch
 
     from relreps.experiments import images
     from relreps.models import vision
@@ -149,13 +157,9 @@ def test_training_and_early_stopping_never_see_test_rows(tmp_path, monkeypatch):
     monkeypatch.setattr(images, "_load", marked_load)
     monkeypatch.setattr(vision, "train_autoencoders", spy(vision.train_autoencoders))
     monkeypatch.setattr(vision, "train_classifiers", spy(vision.train_classifiers))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _one_torch_thread():
         res = run_experiment("images", scale="smoke", seed=0, out=tmp_path,
                              options=_tiny_options(parts="1,2"))
-    finally:
-        torch.set_num_threads(threads)
     assert len(seen) >= 2 * 4  # x and x_val of every group fit (AE, size curve, CNN)
     for arr in seen:
         flat = arr.reshape(len(arr), -1)
@@ -195,15 +199,10 @@ def _check_curves(rows, max_epochs, patience, sizes):
 
 
 def test_tiny_run_curves_are_well_formed(tmp_path):
-    import torch
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with _one_torch_thread():
         res = run_experiment("images", scale="smoke", seed=0, out=tmp_path,
                              options=_tiny_options(parts="1"))
-    finally:
-        torch.set_num_threads(threads)
     _check_curves(res.rows, max_epochs=3, patience=1, sizes=[60, 120])
     payload = json.loads((tmp_path / "results.json").read_text())
     assert {r["part"] for r in payload["rows"]} >= {"ae_epoch_curve", "ae_size_curve",
