@@ -141,9 +141,7 @@ def read_array(spec: str | os.PathLike, *, mmap: bool = True, as_dask: bool = Fa
         return arr
     if suffix == ".npy":
         _no_key(path, key, ".npy")
-        arr = _read_npy(path, mmap)
-        if as_dask:  # blocks are read from the file by whichever worker computes them
-            arr = _NpyRows(path, arr.shape, arr.dtype)
+        arr = _read_npy(path, mmap or as_dask)  # as_dask: tasks read their rows from the file
     elif suffix == ".npz":
         arr = _read_npz(path, key)
     elif suffix == ".safetensors":
@@ -155,31 +153,11 @@ def read_array(spec: str | os.PathLike, *, mmap: bool = True, as_dask: bool = Fa
     else:
         raise _unknown(path, "array", ARRAY_FORMATS)
     if as_dask:
-        da = _require("dask.array", "dask[array]", "reading arrays lazily (as_dask=True)")
-        rows = max(1, (64 << 20) // max(1, arr.itemsize * int(np.prod(arr.shape[1:] or (1,)))))
-        return da.from_array(arr, chunks=(rows,) + tuple(arr.shape[1:]))
+        _require("dask.array", "dask[array]", "reading arrays lazily (as_dask=True)")
+        from relreps._backend import to_dask
+
+        return to_dask(arr)
     return arr
-
-
-class _NpyRows:
-    """A picklable stand-in for a memory-mapped .npy file (path, shape, dtype): dask tasks open
-    the file where they run and read only their rows, so no data travels in the task graph."""
-
-    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype) -> None:
-        self.path = str(Path(path).resolve())
-        self.shape = tuple(int(s) for s in shape)
-        self.dtype = np.dtype(dtype)
-        self.ndim = len(self.shape)
-        self.itemsize = self.dtype.itemsize
-
-    def __dask_tokenize__(self) -> tuple[Any, ...]:
-        st = os.stat(self.path)
-        return ("relreps-npy", self.path, self.shape, str(self.dtype), st.st_mtime_ns,
-                st.st_size)
-
-    def __getitem__(self, item: Any) -> np.ndarray:
-        arr = np.load(self.path, mmap_mode="r", allow_pickle=False)
-        return np.array(arr[item])
 
 
 def array_info(spec: str | os.PathLike) -> dict[str, Any]:

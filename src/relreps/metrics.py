@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from relreps._backend import Array, same_kind
+from relreps._backend import Array, same_kind, to_dask
 from relreps._numerics import pow2_global_scale, pow2_scale
 from relreps.errors import (
     InputTypeError,
@@ -415,10 +415,8 @@ def _dask_linear_terms(x: Any, y: Any, debiased: bool
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Linear HSIC terms of dask arrays: one accumulator per row chunk, merged in a tree."""
     import dask
-    import dask.array as da
 
-    xa = x if is_dask(x) else da.from_array(x)
-    ya = y if is_dask(y) else da.from_array(y)
+    xa, ya = to_dask(x), to_dask(y)
     xa = xa.rechunk({1: -1})
     ya = ya.rechunk({0: xa.chunks[0], 1: -1})
     first = [np.asarray(v) for v in dask.compute(xa.blocks[0], ya.blocks[0])]

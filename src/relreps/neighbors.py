@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from relreps._backend import Array, same_kind
+from relreps._backend import Array, same_kind, to_dask
 from relreps._numerics import pow2_global_scale, pow2_scale, unit_rows
 from relreps.errors import (
     InputTypeError,
@@ -623,9 +623,7 @@ def _check_inputs(arrays: Mapping[str, Any]) -> tuple[list[Any], str]:
         a = check_array(a, name, kinds=("numpy", "torch", "dask"),
                         finite=not isinstance(a, np.memmap), min_rows=1)
         if kind == "dask" and not is_dask(a):
-            import dask.array as da
-
-            a = da.from_array(a, chunks=(max(1, _READ_ELEMENTS // max(1, a.shape[1])), -1))
+            a = to_dask(a, max(1, _READ_ELEMENTS // max(1, a.shape[1])))
         out.append(a)
     if kind == "torch" and any(a.device.type == "meta" for a in out):
         raise InputTypeError("meta tensors hold no values to search; pass tensors with data")
@@ -948,7 +946,12 @@ def _dask_knn(queries: Any, base: Any, k: int, metric: str, block_size: int | No
               exclude: np.ndarray | None) -> Any:
     dtype = np.result_type(queries.dtype, base.dtype)
     bp = _dask_prepared(base, metric, "base", dtype, True)
-    qp = _dask_prepared(queries, metric, "queries", dtype, False)
+    # Few, large query chunks: every query chunk visits every item chunk, so a prepared item
+    # chunk stays in memory until the last query chunk has used it (a query set drawn with
+    # fancy indexing arrives in one small chunk per item chunk, which would hold all of them).
+    rows = min(queries.shape[0], max(max(queries.chunks[0], default=1),
+                                     _READ_ELEMENTS // max(1, queries.shape[1])))
+    qp = _dask_prepared(queries.rechunk({0: max(1, rows)}), metric, "queries", dtype, False)
     return _dask_topk([qp], bp, k, exclude, block_size, _idx_task, lambda i: (),
                       (qp.chunks[0], (k,)), np.int64)
 

@@ -205,11 +205,25 @@ def _as_host(x: Any, name: str) -> Any:
 
 def _take_rows(x: Any, rows: np.ndarray) -> np.ndarray:
     """Rows of a numpy/memmap/dask array as an in-memory float array (sorted reads)."""
+    from relreps.validation import release_pages
+
     rows = np.asarray(rows, dtype=np.int64)
     order = np.argsort(rows, kind="stable")
     out = np.empty((rows.size, x.shape[1]), dtype=np.result_type(x.dtype, np.float32))
-    sub = x[rows[order]]
-    out[order] = np.asarray(sub.compute() if is_dask(sub) else sub)
+    if not isinstance(x, np.memmap):
+        sub = x[rows[order]]
+        out[order] = np.asarray(sub.compute() if is_dask(sub) else sub)
+        return out
+    # A memory map is read span by span, each span's pages released after its rows are copied:
+    # a sample spread over the whole file would otherwise leave all of it resident.
+    srt = rows[order]
+    step = max(1, (64 << 20) // max(1, x.shape[1] * x.itemsize))
+    for s in range(0, x.shape[0], step):
+        lo, hi = np.searchsorted(srt, [s, s + step])
+        if hi > lo:
+            span = x[s:s + step]
+            out[order[lo:hi]] = span[srt[lo:hi] - s]
+            release_pages(span)
     return out
 
 
@@ -363,12 +377,9 @@ class Comparison:
         dask arrays; else the numpy (memory-mapped) array."""
         if not (is_dask(x) or x.shape[0] > STREAM_ITEMS):
             return x
-        if is_dask(x):
-            return x
-        import dask.array as da
+        from relreps._backend import to_dask
 
-        rows = max(1, (64 << 20) // max(1, x.shape[1] * x.itemsize))
-        return da.from_array(x, chunks=(rows, x.shape[1]))
+        return to_dask(x)
 
     def _retrieval(self, source: Any, target: Any, queries: np.ndarray | None) -> dict[str, float]:
         from relreps.metrics import retrieval_metrics
