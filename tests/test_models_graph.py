@@ -15,6 +15,8 @@ from relreps.models.graph import (  # noqa: E402
     CONVS,
     GNNConfig,
     build_node_classifier,
+    graph_input,
+    sparse_adjacency,
     sparse_features,
     stitched_accuracy,
     train_node_classifier,
@@ -65,6 +67,35 @@ def test_sparse_features_give_the_same_outputs(graph, anchors):
     assert torch.allclose(m(sp.x, sp.edge_index).logits, dense, atol=1e-5)
 
 
+@pytest.mark.parametrize("conv", CONVS)
+def test_sparse_adjacency_gives_the_same_outputs_and_gradients(graph, anchors, conv):
+    """The CSR adjacency aggregates like the edge list, in the edges' direction (a directed
+    graph: only edges from lower to higher node ids, so a transposed matrix would differ)."""
+    import copy
+
+    directed = copy.copy(graph)
+    ei = graph.edge_index
+    directed.edge_index = ei[:, ei[0] < ei[1]]
+    sp = sparse_adjacency(directed)
+    assert graph_input(directed) is directed.edge_index
+    assert graph_input(sp).layout == torch.sparse_csr and sp.edge_index is directed.edge_index
+    cfg = GNNConfig(hidden=8, depth=2, conv=conv, activation="tanh", dropout=0.0)
+    m = build_node_classifier(graph.num_features, 4, cfg, anchor_idx=anchors)
+    outs, grads = [], []
+    for d in (directed, sp):
+        m.zero_grad()
+        out = m(d.x, graph_input(d))
+        out.logits.square().sum().backward()
+        outs.append(out.logits.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
+    assert torch.allclose(outs[0], outs[1], atol=1e-5)
+    assert torch.allclose(grads[0], grads[1], atol=1e-4, rtol=1e-4)
+    if conv in ("sage", "graph"):  # no self-loops: the transposed graph aggregates otherwise
+        flipped = copy.copy(directed)
+        flipped.edge_index = directed.edge_index.flip(0)
+        assert not torch.allclose(m(d.x, flipped.edge_index).logits, outs[1], atol=1e-3)
+
+
 def test_training_learns_and_is_deterministic(graph, anchors):
     def fit(seed, rel):
         m = build_node_classifier(graph.num_features, 4, GNNConfig(hidden=16),
@@ -84,6 +115,13 @@ def test_training_learns_and_is_deterministic(graph, anchors):
     assert r1.history[r1.best_epoch - 1]["val_acc"] == r1.best_val_acc
     # best weights restored: evaluating again gives the best epoch's test accuracy
     assert stitched_accuracy(m1, m1, graph) == pytest.approx(r1.test_acc)
+    # the same training on the sparse adjacency: the same run up to float rounding
+    m4 = build_node_classifier(graph.num_features, 4, GNNConfig(hidden=16), anchor_idx=anchors,
+                               seed=0)
+    r4 = train_node_classifier(m4, sparse_adjacency(graph), epochs=40, seed=0)
+    assert [h["val_acc"] for h in r4.history] == [h["val_acc"] for h in r1.history]
+    assert np.allclose([h["loss"] for h in r4.history], [h["loss"] for h in r1.history],
+                       rtol=1e-4)
 
 
 def test_relative_heads_stitch_across_seeds_better_than_absolute(graph, anchors):

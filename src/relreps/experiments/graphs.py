@@ -16,7 +16,9 @@ Scales: smoke = a synthetic stochastic-block-model graph (seconds); full = Cora 
 (Planetoid "full" split: 1,208 / 1,827 training nodes; PubMed is not available offline).
 Options (`--opt`): datasets=Cora,CiteSeer  seeds=10  epochs=200  anchors=300  sweep_models=200
 sweep_dataset=Cora  sweep_epochs=25,50,100  anchor_counts=1,10,100
-anchor_seeds=3  threads=N (torch threads; smoke default 1).
+anchor_seeds=3  threads=N (torch threads; smoke default 1)  workers=N (processes that train the
+part-1 models and the sweep models side by side, one torch thread each; smoke 0 = in this
+process, full = the usable CPUs up to 4; a model's result does not depend on where it ran).
 """
 
 from __future__ import annotations
@@ -47,18 +49,20 @@ OPTIONS: dict[str, str] = {
     "bootstrap": "bootstrap resamples of the correlations (smoke 300, full 2000)",
     "patience": "early-stopping patience in epochs (smoke 30, full 40)",
     "threads": "torch threads (smoke 1, full torch's default)",
+    "workers": "processes training part-1 and sweep models in parallel, 1 torch thread each "
+               "(smoke 0: none, in this process; full: usable CPUs up to 4)",
 }
 
 _PLANS: dict[str, dict[str, Any]] = {
     "smoke": {"datasets": ["synthetic"], "seeds": 3, "epochs": 60, "anchors": 40,
               "sweep_models": 10, "sweep_epochs": (5, 10, 20), "sweep_dataset": "synthetic",
               "ref_epochs": 80, "anchor_counts": [1, 2, 5, 10, 20, 40], "anchor_seeds": 1,
-              "stitch_seeds": 3, "bootstrap": 300, "patience": 30},
+              "stitch_seeds": 3, "bootstrap": 300, "patience": 30, "workers": 0},
     "full": {"datasets": ["Cora", "CiteSeer"], "seeds": 10, "epochs": 200, "anchors": 300,
              "sweep_models": 200, "sweep_epochs": (25, 50, 100), "sweep_dataset": "Cora",
              "ref_epochs": 200,
              "anchor_counts": [1, 2, 3, 5, 8, 13, 22, 36, 60, 100, 170, 300], "anchor_seeds": 3,
-             "stitch_seeds": 10, "bootstrap": 2000, "patience": 40},
+             "stitch_seeds": 10, "bootstrap": 2000, "patience": 40, "workers": -1},
 }
 
 # The sweep's search space (hidden width fixed so that absolute latents can be compared by cosine).
@@ -83,14 +87,27 @@ def _plan(ctx: RunContext) -> dict[str, Any]:
             plan[key] = [int(v) for v in str(val).split(",") if v]
         elif key in plan and isinstance(plan[key], int):
             plan[key] = int(val)
+    if plan["workers"] < 0:  # full-scale default: one process per usable CPU, at most 4
+        plan["workers"] = min(4, _usable_cpus())
     return plan
 
 
-def _load(name: str, seed: int) -> Any:
-    from relreps.datasets.graphs import load_graph
-    from relreps.models.graph import sparse_features
+def _usable_cpus() -> int:
+    import os
 
-    data = load_graph(name, split="full", seed=seed)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
+
+
+def _load(name: str, seed: int) -> Any:
+    """The data set with the graph as a sparse adjacency matrix (`sparse_adjacency`) and, for
+    the bag-of-words citation graphs, sparse node features (`sparse_features`)."""
+    from relreps.datasets.graphs import load_graph
+    from relreps.models.graph import sparse_adjacency, sparse_features
+
+    data = sparse_adjacency(load_graph(name, split="full", seed=seed))
     return sparse_features(data) if name.lower() in ("cora", "citeseer") else data
 
 
@@ -108,7 +125,7 @@ def _anchor_nodes(data: Any, n: int, seed: int) -> np.ndarray:
 # cached training
 
 
-_MODEL_CACHE_VERSION = "graphs-model-v2"
+_MODEL_CACHE_VERSION = "graphs-model-v3"  # v3: sparse adjacency (other float rounding)
 _SUMMARY_KEYS = ("best_epoch", "val_acc", "test_acc", "seconds")
 
 
@@ -169,10 +186,9 @@ def _train_cached(data: Any, config: Any, anchors: np.ndarray | None, seed: int,
     from safetensors.torch import save as safetensors_bytes
 
     from relreps.cache import cache_dir, content_key, save_entry
-    from relreps.models.graph import build_node_classifier, train_node_classifier
+    from relreps.models.graph import train_node_classifier
 
-    model = build_node_classifier(data.num_features, data.num_classes, config,
-                                  anchor_idx=anchors, seed=seed)
+    model = _build(data, config, anchors, seed)
     key = content_key(_MODEL_CACHE_VERSION, tag, data.name, int(data.num_nodes),
                       config.as_dict(), anchors if anchors is not None else "absolute", seed,
                       train_kw)
@@ -187,6 +203,80 @@ def _train_cached(data: Any, config: Any, anchors: np.ndarray | None, seed: int,
     save_entry(path, safetensors_bytes(state, metadata={"relreps_cache": _MODEL_CACHE_VERSION,
                                                         "summary": json.dumps(summary)}))
     return model, summary
+
+
+def _build(data: Any, config: Any, anchors: np.ndarray | None, seed: int) -> Any:
+    """A freshly initialised node classifier for `data` (relative with `anchors`)."""
+    from relreps.models.graph import build_node_classifier
+
+    return build_node_classifier(data.num_features, data.num_classes, config,
+                                 anchor_idx=anchors, seed=seed)
+
+
+# ------------------------------------------------------------------------------------------------
+# worker processes: the part-1 models and the sweep models are independent trainings (each
+# seeded, CPU-deterministic), so they run side by side in spawned processes with one torch
+# thread each, which on a few cores beats one process with several threads on these small
+# graphs. A job returns exactly what the in-process code computes (and fills the same cache).
+
+_WORKER_DATA: dict[tuple[str, int], Any] = {}
+_WORKER_LIMITS: list[Any] = []
+
+
+def _worker_init() -> None:
+    """Start of a worker process: one torch thread, one BLAS/OpenMP thread."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)
+    _WORKER_LIMITS.append(threadpool_limits(limits=1))
+
+
+def _worker_dataset(name: str, seed: int) -> Any:
+    """The data set `name`, loaded once per worker process exactly as `_run` loads it."""
+    if (name, seed) not in _WORKER_DATA:
+        _WORKER_DATA[(name, seed)] = _load(name, seed)
+    return _WORKER_DATA[(name, seed)]
+
+
+def _worker_pool(workers: int) -> Any:
+    """A context manager giving a pool of `workers` spawned processes, or None for 0 (then
+    every job runs in this process)."""
+    import contextlib
+
+    if workers <= 0:
+        return contextlib.nullcontext(None)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init)
+
+
+def _pool_map(pool: Any, fn: Any, jobs: list[tuple], cost: list[float], desc: str) -> list[Any]:
+    """[fn(*job) for job in jobs] on the pool (dearest jobs first, so that no long one is left
+    for the end), in the order of `jobs`."""
+    from concurrent.futures import as_completed
+
+    from relreps.progress import progress
+
+    order = sorted(range(len(jobs)), key=lambda i: -cost[i])
+    out: list[Any] = [None] * len(jobs)
+    futures = {pool.submit(fn, *jobs[i]): i for i in order}
+    for fut in progress(as_completed(futures), desc=desc, total=len(jobs)):
+        out[futures[fut]] = fut.result()
+    return out
+
+
+def _classification_job(name: str, data_seed: int, anchors: np.ndarray | None, seed: int,
+                        train_kw: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Worker: one part-1 model (trained or from the cache): its state dict (as numpy arrays:
+    plain pickles, no shared-memory tensors between processes) and summary."""
+    from relreps.models.graph import GNNConfig
+
+    model, summ = _train_cached(_worker_dataset(name, data_seed), GNNConfig(), anchors, seed,
+                                train_kw, "classification")
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}, summ
 
 
 # ------------------------------------------------------------------------------------------------
@@ -243,7 +333,10 @@ def _fmt_corr(c: dict[str, float], kind: str) -> str:
 
 
 def _part_classification(ctx: RunContext, plan: dict[str, Any], datasets: dict[str, Any],
-                         anchors: dict[str, np.ndarray]) -> tuple[list[dict], dict]:
+                         anchors: dict[str, np.ndarray], pool: Any = None
+                         ) -> tuple[list[dict], dict]:
+    import torch
+
     from relreps.models.graph import GNNConfig
     from relreps.progress import progress
 
@@ -253,10 +346,24 @@ def _part_classification(ctx: RunContext, plan: dict[str, Any], datasets: dict[s
                 "patience": plan["patience"]}
     jobs = [(d, mode, s) for d in datasets for s in ctx.seeds(plan["seeds"])
             for mode in ("absolute", "relative")]
-    for name, mode, seed in progress(jobs, desc="graphs: abs vs rel"):
+    done = None
+    if pool is not None:  # train in the workers, rebuild the trained models here
+        done = _pool_map(pool, _classification_job,
+                         [(name, ctx.seed, anchors[name] if mode == "relative" else None, seed,
+                           train_kw) for name, mode, seed in jobs],
+                         [float(datasets[name].num_nodes) for name, _, _ in jobs],
+                         "graphs: abs vs rel")
+    for i, (name, mode, seed) in enumerate(jobs if done is not None else
+                                           progress(jobs, desc="graphs: abs vs rel")):
         data = datasets[name]
-        model, summ = _train_cached(data, cfg, anchors[name] if mode == "relative" else None,
-                                    seed, train_kw, "classification")
+        anc = anchors[name] if mode == "relative" else None
+        if done is None:
+            model, summ = _train_cached(data, cfg, anc, seed, train_kw, "classification")
+        else:
+            state, summ = done[i]
+            model = _build(data, cfg, anc, seed)
+            model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+            model.eval()
         models[(name, mode, seed)] = model
         rows.append({"part": "classification", "dataset": name, "mode": mode, "seed": seed,
                      **summ})
@@ -312,6 +419,7 @@ def _part_anchor_counts(ctx: RunContext, plan: dict[str, Any], datasets: dict[st
     from sklearn.linear_model import LogisticRegression
 
     from relreps.anchors import diagnose, sample_anchors
+    from relreps.models.graph import graph_input
     from relreps.progress import progress
     from relreps.projection import relative_projection
 
@@ -323,7 +431,7 @@ def _part_anchor_counts(ctx: RunContext, plan: dict[str, Any], datasets: dict[st
         data = datasets[name]
         model = models[(name, "absolute", ctx.seed)]  # frozen encoder, trained without anchors
         with torch.no_grad():
-            z = model.encoder.eval()(data.x, data.edge_index).numpy().astype(np.float64)
+            z = model.encoder.eval()(data.x, graph_input(data)).numpy().astype(np.float64)
         y = data.y.numpy()
         tr, te = data.train_mask.numpy(), data.test_mask.numpy()
         ztr = z[tr]
@@ -434,7 +542,26 @@ def _sweep_rows_ok(arr: np.ndarray, epochs: int) -> bool:
                 np.all(np.isnan(arr[:, 3:]) | (np.abs(arr[:, 3:]) <= 1 + 1e-6)))
 
 
-def _part_sweep(ctx: RunContext, plan: dict[str, Any], data: Any, anchors: np.ndarray
+def _sweep_cached(data: Any, anchors: np.ndarray, ref: dict[str, np.ndarray],
+                  c: dict[str, Any]) -> np.ndarray:
+    """One sweep model's per-epoch record (`_sweep_model`), from the cache or trained."""
+    from relreps.cache import cached_array, content_key
+
+    key = content_key("graphs-sweep-v3", data.name, int(data.num_nodes), anchors,
+                      content_key(ref["rel"], ref["abs"]), c)
+    return cached_array("graphs-sweep", key, lambda: _sweep_model(data, anchors, ref, c),
+                        shape=(None, 6), dtype=np.float64, finite=False,
+                        check=lambda a: _sweep_rows_ok(a, c["epochs"]))
+
+
+def _sweep_job(name: str, data_seed: int, anchors: np.ndarray, ref: dict[str, np.ndarray],
+               c: dict[str, Any]) -> np.ndarray:
+    """Worker: `_sweep_cached` on the data set `name`."""
+    return _sweep_cached(_worker_dataset(name, data_seed), anchors, ref, c)
+
+
+def _part_sweep(ctx: RunContext, plan: dict[str, Any], data: Any, anchors: np.ndarray,
+                pool: Any = None
                 ) -> tuple[list[dict], dict[str, str], list[str], dict[str, Any], list[str]]:
     import matplotlib
 
@@ -442,8 +569,7 @@ def _part_sweep(ctx: RunContext, plan: dict[str, Any], data: Any, anchors: np.nd
     import matplotlib.pyplot as plt
     import torch
 
-    from relreps.cache import cached_array, content_key
-    from relreps.models.graph import GNNConfig
+    from relreps.models.graph import GNNConfig, graph_input
     from relreps.progress import progress
     from relreps.report import markdown_table
 
@@ -453,16 +579,19 @@ def _part_sweep(ctx: RunContext, plan: dict[str, Any], data: Any, anchors: np.nd
     ref_model, ref_summ = _train_cached(data, ref_cfg, anchors, ctx.seed + 10_000, ref_kw,
                                         "reference")
     with torch.no_grad():
-        out = ref_model(data.x, data.edge_index)
+        out = ref_model(data.x, graph_input(data))
     ref = {"abs": out.latent.numpy(), "rel": out.relative.numpy()}
-    ref_key = content_key(ref["rel"], ref["abs"])
     configs = _sample_configs(plan["sweep_models"], ctx.seed + 7, plan["sweep_epochs"])
+    if pool is None:
+        arrays = [_sweep_cached(data, anchors, ref, c)
+                  for c in progress(configs, desc="graphs: similarity sweep")]
+    else:
+        arrays = _pool_map(pool, _sweep_job,
+                           [(plan["sweep_dataset"], ctx.seed, anchors, ref, c) for c in configs],
+                           [c["epochs"] * (c["depth"] + 1) for c in configs],
+                           "graphs: similarity sweep")
     rows = []
-    for mid, c in enumerate(progress(configs, desc="graphs: similarity sweep")):
-        key = content_key("graphs-sweep-v2", data.name, int(data.num_nodes), anchors, ref_key, c)
-        arr = cached_array("graphs-sweep", key, lambda c=c: _sweep_model(data, anchors, ref, c),
-                           shape=(None, 6), dtype=np.float64, finite=False,
-                           check=lambda a, c=c: _sweep_rows_ok(a, c["epochs"]))
+    for mid, (c, arr) in enumerate(zip(configs, arrays)):
         for e, va, te, sr, sa, ck in arr:
             rows.append({"part": "sweep", "dataset": data.name, "model": mid, **c,
                          "epoch": int(e), "val_acc": va, "test_acc": te, "sim_relative": sr,
@@ -558,21 +687,21 @@ def run(ctx: RunContext) -> Results:
         n = int(ctx.options.get("threads", 1))
         torch.set_num_threads(n)
         limit = threadpool_limits(limits=n)  # BLAS/OpenMP in numpy, scikit-learn
+    plan = _plan(ctx)
     try:
-        with limit:
-            return _run(ctx)
+        with limit, _worker_pool(plan["workers"]) as pool:
+            return _run(ctx, plan, pool)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run(ctx: RunContext) -> Results:
+def _run(ctx: RunContext, plan: dict[str, Any], pool: Any) -> Results:
     import time
 
     import torch
 
     from relreps.report import aggregate, markdown_table, pivot_table
 
-    plan = _plan(ctx)
     ctx.log(f"graphs: plan {plan}")
     times: dict[str, float] = {}
     t = time.perf_counter()
@@ -581,7 +710,7 @@ def _run(ctx: RunContext) -> Results:
     results = Results()
 
     t = time.perf_counter()
-    rows, models = _part_classification(ctx, plan, datasets, anchors)
+    rows, models = _part_classification(ctx, plan, datasets, anchors, pool)
     times["1 absolute vs relative"] = time.perf_counter() - t
     results.rows += rows
     results.tables["1. Node classification: test accuracy (%) at the best validation epoch"] = \
@@ -640,7 +769,7 @@ def _run(ctx: RunContext) -> Results:
         anchors[sweep_name] = _anchor_nodes(datasets[sweep_name], plan["anchors"], ctx.seed)
     t = time.perf_counter()
     wrows, tables, figs, summ, notes = _part_sweep(ctx, plan, datasets[sweep_name],
-                                                   anchors[sweep_name])
+                                                   anchors[sweep_name], pool)
     times["2 similarity sweep"] = time.perf_counter() - t
     results.rows += wrows
     results.tables.update({f"2. {k}": v for k, v in tables.items()})
@@ -649,6 +778,7 @@ def _run(ctx: RunContext) -> Results:
     results.notes += notes
     results.summary["seconds_per_part"] = {k: round(v, 1) for k, v in times.items()}
     results.summary["torch_threads"] = torch.get_num_threads()
+    results.summary["worker_processes"] = plan["workers"]
     results.notes += [
         "Planetoid 'full' split (same 500 validation and 1,000 test nodes as the public split, "
         "all other nodes train) so that 300 anchors can be training nodes, as in the paper. "
