@@ -76,8 +76,60 @@ def test_encode_is_cached_by_content(tmp_path, monkeypatch):
     monkeypatch.setattr(enc, "_encode_batch", lambda b: calls.append(b) or np.zeros((len(b), 384)))
     np.testing.assert_array_equal(enc.encode(TEXTS), a)  # from disk, no model call
     assert calls == []
-    enc.encode(TEXTS[::-1])  # different content: recomputed
+    np.testing.assert_array_equal(enc.encode(TEXTS[::-1]), a[::-1])  # same texts: from disk
+    assert calls == []
+    enc.encode(TEXTS[:3])  # different content: recomputed
     assert calls
+
+
+class _WordCounter(T._TextEncoder):
+    """A fake encoder: length = words; embedding = (words, characters); records its batches."""
+
+    name, dim = "test-word-counter", 2
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def lengths(self, texts):
+        return [len(t.split()) for t in texts]
+
+    def _encode_batch(self, texts):
+        self.batches.append(list(texts))
+        return np.array([[len(t.split()), len(t)] for t in texts], np.float32)
+
+
+def test_batches_hold_texts_of_nearly_equal_length_across_cache_chunks(tmp_path, monkeypatch):
+    monkeypatch.setenv("RELREPS_CACHE", str(tmp_path))
+    rng = np.random.default_rng(0)
+    n = 2 * T.CACHE_CHUNK + 37
+    texts = [" ".join(["w"] * int(k)) + f" {i}" for i, k in enumerate(rng.integers(1, 120, n))]
+    enc = _WordCounter()
+    x = enc.encode(texts, batch_size=16)
+    # input order back, every text embedded once
+    np.testing.assert_array_equal(x[:, 0], [len(t.split()) for t in texts])
+    np.testing.assert_array_equal(x[:, 1], [len(t) for t in texts])
+    assert sorted(t for b in enc.batches for t in b) == sorted(texts)
+    # batches follow one global order by length, not one order per input-order chunk: padding
+    # to the longest text of a batch costs little
+    seen = [len(t.split()) for b in enc.batches for t in b]
+    assert seen == sorted(seen)
+    padded = sum(max(len(t.split()) for t in b) * len(b) for b in enc.batches)
+    assert padded < 1.1 * sum(seen)
+    assert len(list((tmp_path / "embeddings").rglob("*.npy"))) == 3  # chunks of CACHE_CHUNK
+    enc.batches.clear()
+    np.testing.assert_array_equal(enc.encode(texts[::-1]), x[::-1])  # any order: from disk
+    assert enc.batches == []
+
+
+def test_onnx_lengths_are_unpadded_token_counts(tmp_path, monkeypatch):
+    monkeypatch.setenv("RELREPS_CACHE", str(tmp_path))
+    enc = _load("minilm-l3")
+    texts = ["short one", TEXTS[0], "word " * 300]
+    lengths = enc.lengths(texts)
+    assert lengths[0] < lengths[1] < lengths[2] == 128  # [CLS] ... [SEP], truncated at 128
+    padded = enc.tokenizer.encode_batch(texts)  # padding is on again for the model's batches
+    assert {len(e.ids) for e in padded} == {128}
+    assert [sum(e.attention_mask) for e in padded] == lengths
 
 
 def test_hf_adapter_matches_sentence_transformers(tmp_path, monkeypatch):

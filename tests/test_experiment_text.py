@@ -71,6 +71,34 @@ def test_translation_is_cached(tmp_path, monkeypatch):
     assert D.translate_texts(["The market closed higher today.", "Who wrote Hamlet ?"]) == out
 
 
+def test_translation_threads_do_not_change_the_output(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from relreps.datasets import text as D
+
+    class Engine:
+        threads: set[int] = set()
+
+        def translate(self, text, direction):
+            self.threads.add(threading.get_ident())
+            time.sleep(0.002)
+            return f"{direction}:{text[::-1]}"
+
+    monkeypatch.setattr(D, "_TRANSLATOR", Engine())
+    texts = [f"text number {i}" for i in range(40)] + ["  "]
+    monkeypatch.setenv("RELREPS_CACHE", str(tmp_path / "a"))
+    one = D.translate_texts(texts, chunk_size=16, workers=1)
+    assert len(Engine.threads) == 1
+    Engine.threads.clear()
+    monkeypatch.setenv("RELREPS_CACHE", str(tmp_path / "b"))
+    two = D.translate_texts(texts, chunk_size=16, workers=3)
+    assert two == one == [f"en-pt:{t[::-1]}" for t in texts[:-1]] + ["  "]
+    assert len(Engine.threads) > 1
+    with pytest.raises(Exception, match="workers"):
+        D.translate_texts(texts, workers=0)
+
+
 @pytest.mark.slow
 def test_text_experiment_smoke(tmp_path):
     from relreps.experiments import run_experiment

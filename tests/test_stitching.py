@@ -149,6 +149,31 @@ def test_deterministic_heads_fit_once(problem, monkeypatch):
     assert not head_is_deterministic("mlp") and not head_is_deterministic(_small_logreg)
 
 
+def test_parallel_head_fits_give_the_same_result(problem, monkeypatch):
+    import relreps.stitching as st
+
+    spaces, y_tr, y_te, _ = problem
+    fits = []
+    real = st._fit_head
+
+    def counting(head, seed, X, y):
+        fits.append(seed)  # appends in the process that fits
+        return real(head, seed, X, y)
+
+    monkeypatch.setattr(st, "_fit_head", counting)
+    kw = dict(n_anchors=25, anchor_sampler="stratified", head="logreg-cv", seeds=(0, 1),
+              show_progress=False)
+    serial = stitching_matrix(spaces, y_tr, y_te, **kw)
+    assert len(fits) == 4
+    fits.clear()
+    parallel = stitching_matrix(spaces, y_tr, y_te, n_jobs=2, **kw)
+    assert fits == []  # fitted in the worker processes
+    assert parallel.rows == serial.rows and parallel.info == serial.info
+    for bad in (0, -2, "two", 1.5):
+        with pytest.raises(RelrepsError):
+            stitching_matrix(spaces, y_tr, y_te, n_jobs=bad, **kw)
+
+
 def test_absolute_cells_across_widths_are_reported_not_silent(problem, tmp_path):
     spaces, y_tr, y_te, _ = problem
     three = dict(spaces)

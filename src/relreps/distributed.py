@@ -29,7 +29,7 @@ from typing import Any
 from relreps.errors import MissingDependencyError, OptionError
 from relreps.validation import check_float, check_int
 
-__all__ = ["get_client", "client_info"]
+__all__ = ["get_client", "client_info", "usable_cores"]
 
 
 def _distributed() -> Any:
@@ -41,7 +41,9 @@ def _distributed() -> Any:
     return distributed
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask; os.cpu_count() where the
+    platform has none)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
@@ -114,7 +116,7 @@ def get_client(scheduler: str | None = None, workers: int | None = None,
                               "ADDRESS`, or use --workers N for a local cluster") from None
     threads_per_worker = check_int(threads_per_worker, "threads_per_worker", min_value=1)
     if workers is None:
-        workers = max(1, _usable_cores() // threads_per_worker)
+        workers = max(1, usable_cores() // threads_per_worker)
     workers = check_int(workers, "workers", min_value=1)
     memory_limit = _check_memory_limit(memory_limit)
     if not isinstance(dashboard, bool):

@@ -705,7 +705,7 @@ def stitching_matrix(spaces: Mapping[str, tuple[Array | None, Array]], y_train: 
                      seeds: Sequence[int] = (0, 1, 2),
                      metrics: Sequence[str] = ("accuracy", "f1_weighted"),
                      fit_spaces: Sequence[str] | None = None,
-                     show_progress: bool = True) -> StitchingResult:
+                     show_progress: bool = True, n_jobs: int | None = None) -> StitchingResult:
     """Fit a head on each space (relative or absolute) and evaluate it on every space.
 
     Parameters
@@ -736,6 +736,10 @@ def stitching_matrix(spaces: Mapping[str, tuple[Array | None, Array]], y_train: 
     metrics : non-empty, from :data:`METRICS`; fractions in [0, 1].
     fit_spaces : spaces to fit heads on (default: every space with train rows).
     show_progress : a progress bar over the head fits (RELREPS_QUIET=1 silences it too).
+    n_jobs : head fits run in this many worker processes (joblib; None or 1: in this process,
+        -1: one per CPU). The fits are independent and the heads deterministic given their seed,
+        so the result does not depend on it; the logistic-regression fits are too small to use
+        more than one core each, so on a multi-core machine this is where the time goes down.
     """
     from relreps.progress import progress
 
@@ -768,6 +772,10 @@ def stitching_matrix(spaces: Mapping[str, tuple[Array | None, Array]], y_train: 
     similarity = _check_similarity(similarity)
     center = _check_center(center)
     show_progress = bool(show_progress)
+    n_jobs = check_int(n_jobs, "n_jobs", min_value=-1, allow_none=True)
+    if n_jobs == 0:
+        raise OptionError("n_jobs must be a positive number of processes, -1 (one per CPU) or "
+                          "None, got 0")
     if fit_spaces is None:
         fits = with_train
     else:
@@ -840,11 +848,31 @@ def stitching_matrix(spaces: Mapping[str, tuple[Array | None, Array]], y_train: 
                 yield seed, feats, fs
 
     total = len(run_seeds) * len(fits)
-    it = progress(jobs(), desc=f"stitching: fitting {total} head(s)", total=total) \
-        if show_progress else jobs()
+    if n_jobs in (None, 1):
+        fitted: Any = ((seed, feats, fs, _fit_head(head, seed, feats[fs][0], y_tr))
+                       for seed, feats, fs in jobs())
+    else:
+        from sklearn.utils.parallel import Parallel, delayed
+
+        pending: list[Any] = []  # (seed, features, fit space) of each dispatched fit
+
+        def tasks():
+            for seed, feats, fs in jobs():
+                pending.append((seed, feats, fs))
+                yield delayed(_fit_head)(head, seed, feats[fs][0], y_tr)
+
+        def in_order():
+            results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks())
+            for i, clf in enumerate(results):
+                seed, feats, fs = pending[i]
+                pending[i] = None  # let the features of finished fits go
+                yield seed, feats, fs, clf
+
+        fitted = in_order()
+    it = progress(fitted, desc=f"stitching: fitting {total} head(s)", total=total) \
+        if show_progress else fitted
     rows: list[dict[str, Any]] = []
-    for seed, feats, fs in it:
-        clf = make_head(head, seed).fit(feats[fs][0], y_tr)
+    for seed, feats, fs, clf in it:
         c = _head_C(clf)
         for es in names:
             d_fit, d_eval = feats[fs][0].shape[1], feats[es][1].shape[1]
@@ -861,6 +889,11 @@ def stitching_matrix(spaces: Mapping[str, tuple[Array | None, Array]], y_train: 
     return StitchingResult(rows=rows, names=names, space=space, metrics=metrics, info=info,
                            skipped=[{"fit_space": f, "eval_space": e, "reason": r}
                                     for (f, e), r in skipped.items()])
+
+
+def _fit_head(head: Any, seed: int, X: np.ndarray, y: np.ndarray) -> Any:
+    """A head made by :func:`make_head` with `seed`, fitted on (X, y) (picklable for workers)."""
+    return make_head(head, seed).fit(X, y)
 
 
 def _anchor_sampler(data: Mapping[str, tuple[np.ndarray | None, np.ndarray]], y: np.ndarray,

