@@ -60,3 +60,12 @@ def test_read_array_as_dask_equals_the_file(tmp_path):
     lazy = read_array(tmp_path / "x.npy", as_dask=True)
     assert len(pickle.dumps(dict(lazy.__dask_graph__()))) < 50_000
     np.testing.assert_array_equal(lazy.compute(), x)
+
+
+def test_copy_on_write_changes_are_seen(tmp_path):
+    x, _ = _memmap(tmp_path, n=40, d=3)
+    cow = np.load(tmp_path / "x.npy", mmap_mode="c")
+    cow[5] = 7.0  # a private change, not in the file
+    got = to_dask(cow, block_rows=8).compute()
+    assert np.all(got[5] == 7.0)
+    np.testing.assert_array_equal(got[6:], x[6:])

@@ -120,6 +120,8 @@ def _file_rows(x: np.memmap) -> FileRows | None:
     name = getattr(x, "filename", None)
     if mm is None or name is None or not x.flags.c_contiguous or x.size == 0:
         return None
+    if getattr(x, "mode", None) in ("c", "copyonwrite"):
+        return None  # private changes are not in the file
     try:
         mm_start = np.frombuffer(mm, dtype=np.uint8).ctypes.data
     except (TypeError, ValueError, BufferError):
