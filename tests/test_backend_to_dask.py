@@ -69,3 +69,20 @@ def test_copy_on_write_changes_are_seen(tmp_path):
     got = to_dask(cow, block_rows=8).compute()
     assert np.all(got[5] == 7.0)
     np.testing.assert_array_equal(got[6:], x[6:])
+
+
+def test_small_query_sets_are_gathered_before_the_search(tmp_path):
+    # Rows drawn from every block of an array: computed into one chunk first, so the search's
+    # graph does not wait on all of the array's blocks while holding prepared item blocks.
+    from relreps.metrics import knn_indices
+    from relreps.neighbors import _gathered
+
+    x, mm = _memmap(tmp_path, n=2000, d=8)
+    lazy = to_dask(mm, block_rows=100)
+    q = np.arange(0, 2000, 37)
+    g = _gathered(lazy[q])
+    assert g.numblocks == (1, 1) and len(g.__dask_graph__()) <= 2  # the data and its one block
+    np.testing.assert_array_equal(g.compute(), x[q])
+    got = np.asarray(knn_indices(lazy[q], lazy, 5, exclude=q))
+    want = knn_indices(x[q], x, 5, exclude=q)
+    np.testing.assert_array_equal(got, want)

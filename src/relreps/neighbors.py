@@ -942,10 +942,21 @@ def _dask_topk(qsets: list[Any], base: Any, k: int, exclude: np.ndarray | None,
     return da.Array(graph, name, chunks=out_chunks, dtype=dtype)
 
 
+def _gathered(q: Any) -> Any:
+    """A query set of a dask array, computed now into one in-memory chunk when it is small
+    (at most one read block). Rows gathered from all over an array depend on every block of it;
+    left lazy, the scheduler prepares the (cheap, ready) item blocks while it waits for them and
+    holds them all, which is a copy of the whole item array in memory."""
+    if q.size > _READ_ELEMENTS or any(math.isnan(c) for c in q.shape):
+        return q
+    return to_dask(np.asarray(q.compute()), max(1, q.shape[0]))
+
+
 def _dask_knn(queries: Any, base: Any, k: int, metric: str, block_size: int | None,
               exclude: np.ndarray | None) -> Any:
     dtype = np.result_type(queries.dtype, base.dtype)
     bp = _dask_prepared(base, metric, "base", dtype, True)
+    queries = _gathered(queries)
     # Few, large query chunks: every query chunk visits every item chunk, so a prepared item
     # chunk stays in memory until the last query chunk has used it (a query set drawn with
     # fancy indexing arrives in one small chunk per item chunk, which would hold all of them).
@@ -961,7 +972,8 @@ def _dask_retrieval(source: Any, target: Any, qidx: np.ndarray | None, k: int, m
     dtype = np.result_type(source.dtype, target.dtype)
     bp = _dask_prepared(target, metric, "target", dtype, True)
     ids = np.arange(target.shape[0]) if qidx is None else qidx
-    qs, qt = (source, target) if qidx is None else (source[qidx], target[qidx])
+    qs, qt = (source, target) if qidx is None else \
+        (_gathered(source[qidx]), _gathered(target[qidx]) if need_t else None)
     rows = block_size or (max(target.chunks[0]) if qidx is None else
                           max(1, min(ids.size, _READ_ELEMENTS // max(1, target.shape[1]))))
     sets = [_dask_prepared(qs.rechunk({0: rows}), metric, "source", dtype, False)]

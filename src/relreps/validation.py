@@ -128,7 +128,10 @@ def check_array(x: Any, name: str, *, ndim: int = 2, finite: bool = True, min_ro
     if finite and kind == "numpy" and x.size:
         step = max(1, (1 << 24) // max(1, x.size // max(1, x.shape[0])))
         for s in range(0, x.shape[0], step):  # bounded memory for memory-mapped arrays
-            check_finite_rows(x[s:s + step], name, offset=s)
+            block = x[s:s + step]
+            check_finite_rows(block, name, offset=s)
+            if isinstance(block, np.memmap):
+                release_pages(block)  # a scan must not leave the whole file resident
     if finite and kind == "torch" and x.numel():
         check_finite_block(x, name)
     return x
