@@ -565,3 +565,74 @@ _register_builtin("basis", _basis, prepare=_basis_prepare,
                   description="Change of basis: least-squares (minimum-norm) coordinates of x in "
                               "the anchor basis; invariant to any invertible linear map when the "
                               "anchors span the space.")
+
+
+# --------------------------------------------------------------------------- whitened cosine
+
+@dataclass
+class _Whitening:
+    mean: torch.Tensor        # (1, d) anchor mean, float64
+    w: torch.Tensor           # (d, d) inverse square root of the shrunk anchor covariance
+    unit_anchors: torch.Tensor  # (k, d) whitened anchors, unit rows, float64
+
+
+def _ledoit_wolf(centred: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(shrunk covariance, shrinkage) of centred rows: the Ledoit-Wolf estimate.
+
+    ``(1 - s) S + s (tr(S) / d) I`` with S the empirical covariance and s the shrinkage that
+    minimises the expected squared error (Ledoit & Wolf 2004; the formula of scikit-learn's
+    ``ledoit_wolf``). Needs no parameter, and gives an invertible matrix when there are fewer rows
+    than dimensions.
+    """
+    n, d = centred.shape
+    emp = centred.T @ centred / n
+    mu = torch.diagonal(emp).sum() / d
+    x2 = centred.square()
+    beta_ = (x2.T @ x2).sum()
+    delta_ = emp.square().sum()
+    beta = (beta_ / n - delta_) / (d * n)
+    delta = (delta_ - 2.0 * mu * torch.diagonal(emp).sum() + d * mu.square()) / d
+    beta = torch.minimum(beta, delta)
+    s = 0.0 if float(delta) == 0.0 else float(beta / delta)
+    eye = torch.eye(d, dtype=centred.dtype, device=centred.device)
+    return (1.0 - s) * emp + s * mu * eye, s
+
+
+def _whiten_prepare(anchors: torch.Tensor) -> _Whitening:
+    a = anchors.to(torch.float64)
+    mean = a.mean(0, keepdim=True)
+    if anchors.is_meta:  # shapes only
+        return _Whitening(mean, a.new_empty((a.shape[1], a.shape[1])), a)
+    cov, _ = _ledoit_wolf(a - mean)
+    vals, vecs = torch.linalg.eigh(cov)
+    # Directions with no variance among the anchors (a shrinkage of 0 on anchors that do not span
+    # the space): floored at the input dtype's resolution of the largest variance, not divided
+    # by zero.
+    floor = float(vals.max()) * torch.finfo(anchors.dtype).eps if len(vals) else 0.0
+    vals = vals.clamp(min=floor) if floor > 0 else vals
+    if not bool((vals > 0).all()):
+        raise AnchorError("whitened_cosine: the anchors have no variance (all anchors are equal); "
+                          "the whitening is undefined")
+    w = (vecs * vals.rsqrt()) @ vecs.T
+    aw = (a - mean) @ w
+    norms = torch.linalg.vector_norm(aw, dim=1, keepdim=True)
+    if not bool((norms > 0).all()):
+        raise AnchorError("whitened_cosine: an anchor equals the anchor mean, so it has no "
+                          "direction after whitening")
+    return _Whitening(mean, w, aw / norms)
+
+
+def _whitened_cosine(x: torch.Tensor, st: _Whitening) -> torch.Tensor:
+    # A sample equal to the anchor mean has no direction after whitening: its row is 0.
+    z = (x.to(torch.float64) - st.mean) @ st.w
+    norms = torch.linalg.vector_norm(z, dim=1, keepdim=True)
+    out = (z @ st.unit_anchors.T) / torch.where(norms == 0, torch.ones_like(norms), norms)
+    return out.to(x.dtype)
+
+
+register("whitened_cosine", _whitened_cosine, prepare=_whiten_prepare, min_anchors=2,
+         invariances={"orthogonal", "isotropic_scaling", "translation", "permutation"},
+         description="Cosine after whitening each space with its own anchors (anchor mean and "
+                     "Ledoit-Wolf shrunk covariance): equalises the variance of every direction, "
+                     "so anisotropic encoders compare like isotropic ones; close to invariant to "
+                     "any linear map when there are many more anchors than dimensions.")
