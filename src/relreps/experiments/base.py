@@ -135,9 +135,11 @@ def write_results(ctx: RunContext, name: str, results: Results, wall_time: float
         md += ["## Figures", ""] + [f"![{f}]({f})" for f in results.figures] + [""]
     md.append(f"_Wall time: {wall_time:.1f} s._")
     atomic_write_bytes(ctx.out / "results.md", "\n".join(md).encode())
+    stamp = "%Y-%m-%dT%H:%M:%S%z"
     meta = {"experiment": name, "scale": ctx.scale, "seed": ctx.seed,
             "options": ctx.options, "wall_time_s": round(wall_time, 3),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": _versions(),
+            "started": time.strftime(stamp, time.localtime(time.time() - wall_time)),
+            "finished": time.strftime(stamp), "versions": _versions(),
             "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
             "figures": results.figures}
     atomic_write_bytes(ctx.out / "meta.json", json.dumps(_jsonable(meta), indent=2).encode())

@@ -467,7 +467,7 @@ def _heatmaps(ctx: RunContext, results: dict[tuple[str, str], Any], metric: str)
                              figsize=(4.2 * len(VARIANTS), 3.9 * len(datasets)), squeeze=False)
     for i, ds in enumerate(datasets):
         for j, (_, label, _c) in enumerate(VARIANTS):
-            results[(ds, label)].heatmap(ctx.out / "unused.png", metric, title=f"{ds}: {label}",
+            results[(ds, label)].heatmap(None, metric, title=f"{ds}: {label}",
                                          ax=axes[i, j])  # draws into ax, saves nothing
     fig.suptitle("Zero-shot stitching, weighted F1 (rows: head fit on; columns: encoder at test)")
     fig.tight_layout()
