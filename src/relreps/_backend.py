@@ -67,7 +67,7 @@ def to_torch(x: Any, like: Any = None) -> Any:
 
 class FileRows:
     """Rows of a C-ordered array stored raw in a file (a ``.npy`` body, a memory map): a small,
-    picklable stand-in for :func:`dask.array.from_array`. Each read maps the file where the task
+    picklable stand-in for ``dask.array.from_array``. Each read maps the file where the task
     runs, copies only the requested rows and releases the mapped pages, so neither the graph nor
     the process's resident memory holds the whole array."""
 
@@ -96,7 +96,7 @@ class FileRows:
 
 
 class _MemoryRows:
-    """An in-memory array behind :func:`dask.array.from_array` without the up-front copy dask
+    """An in-memory array behind ``dask.array.from_array`` without the up-front copy dask
     makes of numpy inputs (each task copies its own rows)."""
 
     def __init__(self, arr: np.ndarray) -> None:
