@@ -956,7 +956,6 @@ def _dask_knn(queries: Any, base: Any, k: int, metric: str, block_size: int | No
               exclude: np.ndarray | None) -> Any:
     dtype = np.result_type(queries.dtype, base.dtype)
     bp = _dask_prepared(base, metric, "base", dtype, True)
-    queries = _gathered(queries)
     # Few, large query chunks: every query chunk visits every item chunk, so a prepared item
     # chunk stays in memory until the last query chunk has used it (a query set drawn with
     # fancy indexing arrives in one small chunk per item chunk, which would hold all of them).

@@ -603,7 +603,10 @@ def _whiten_prepare(anchors: torch.Tensor) -> _Whitening:
     mean = a.mean(0, keepdim=True)
     if anchors.is_meta:  # shapes only
         return _Whitening(mean, a.new_empty((a.shape[1], a.shape[1])), a)
-    cov, _ = _ledoit_wolf(a - mean)
+    # The whitening matrix is a constant for autograd (gradients reach the anchors through the
+    # mean and the whitened anchors): eigh's gradient is undefined at repeated eigenvalues, which
+    # the shrinkage and the floor below produce.
+    cov, _ = _ledoit_wolf((a - mean).detach())
     vals, vecs = torch.linalg.eigh(cov)
     # Directions with no variance among the anchors (a shrinkage of 0 on anchors that do not span
     # the space): floored at the input dtype's resolution of the largest variance, not divided

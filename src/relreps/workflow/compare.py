@@ -393,8 +393,13 @@ class Comparison:
             return float(mutual_knn(a, b, self.k))
         # Sampled queries (searched among all items, each excluding itself), the statistic of
         # relreps.metrics.mutual_knn restricted to the query rows.
-        na = knn_indices(a[queries], a, self.k, exclude=queries)
-        nb = knn_indices(b[queries], b, self.k, exclude=queries)
+        qa, qb = a[queries], b[queries]
+        if is_dask(a):  # computed first: see relreps.neighbors._gathered
+            from relreps.neighbors import _gathered
+
+            qa, qb = _gathered(qa), _gathered(qb)
+        na = knn_indices(qa, a, self.k, exclude=queries)
+        nb = knn_indices(qb, b, self.k, exclude=queries)
         na, nb = np.asarray(na), np.asarray(nb)
         inter = (na[:, :, None] == nb[:, None, :]).any(-1).sum(-1)
         return float((inter / self.k).mean())
