@@ -36,6 +36,7 @@ from sklearn.utils.metaestimators import available_if
 
 from relreps._backend import Array, to_numpy
 from relreps._sklearn import check_is_fitted, validate_data
+from relreps._threads import threads_for
 from relreps.centering import (
     AUTO_THRESHOLD,
     AnisotropyWarning,
@@ -206,7 +207,8 @@ class CVLogisticRegression(ClassifierMixin, BaseEstimator):
                 folds = min(folds, int(np.unique(ys, return_counts=True)[1].min()))
             self.n_search_rows_ = int(len(ys))
         if folds >= 2 and len(cs) > 1:
-            scores = self._path(Xs, ys, cs, folds, patience, max_iter, stol, seed)
+            with threads_for(Xs.size):
+                scores = self._path(Xs, ys, cs, folds, patience, max_iter, stol, seed)
             done = ~np.isnan(scores[0])
             self.cv_scores_[done] = scores[:, done].mean(0)
             self.cv_std_[done] = scores[:, done].std(0)
@@ -217,8 +219,9 @@ class CVLogisticRegression(ClassifierMixin, BaseEstimator):
             if folds < 2 and len(cs) > 1:
                 warnings.warn(f"the smallest class has {int(counts.min())} sample(s): too few to "
                               "cross-validate C; using C=1", UserWarning, stacklevel=2)
-        self.estimator_ = LogisticRegression(C=self.C_, max_iter=max_iter, tol=tol,
-                                             random_state=seed).fit(X, y)
+        with threads_for(X.size):
+            self.estimator_ = LogisticRegression(C=self.C_, max_iter=max_iter, tol=tol,
+                                                 random_state=seed).fit(X, y)
         self.classes_ = self.estimator_.classes_
         return self
 
