@@ -113,9 +113,23 @@ def test_sampled_queries_against_all_items(monkeypatch):
     rep = compare_spaces({"a": x, "b": x @ _rotation(12)}, k=5, n_anchors=40, n_queries=50)
     assert rep.summary["n_queries"] == 50
     assert rep.summary["relative_mrr"] > 0.95 and rep.summary["mutual_knn"] > 0.99
-    assert any("50 seeded queries searched among all 300 items" in n for n in rep.notes)
+    assert any("50 seeded non-anchor queries searched among all 300 items" in n for n in rep.notes)
     full = compare_spaces({"a": x, "b": x[::-1].copy()}, k=5, n_anchors=40)
     assert full.summary["n_queries"] is None
+
+
+@pytest.mark.parametrize("sampled", [False, True])
+def test_anchors_are_never_queries(monkeypatch, sampled):
+    # Two unrelated spaces: an anchor's relative vector peaks at its own position in both, so
+    # anchors used as queries would find themselves (MRR ~ the anchor fraction, here 0.25).
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(200, 256)), rng.normal(size=(200, 256))
+    if sampled:
+        monkeypatch.setattr(cmp, "MAX_EXACT_ITEMS", 100)
+    rep = compare_spaces({"a": a, "b": b}, k=5, n_anchors=50, center="none",
+                         n_queries=60 if sampled else None)
+    assert rep.summary["relative_mrr"] < 0.1
+    assert rep.summary["n_queries"] == (60 if sampled else None)
 
 
 def test_streamed_and_lazy_inputs_match_in_memory(tmp_path, monkeypatch):

@@ -20,8 +20,9 @@ training); heads never see test rows. Without labels, anchors are drawn from all
 ``center="auto"`` decides centring once for all spaces from the anchors' anisotropy
 (:func:`relreps.centering.resolve_center`) and the decision and its reason are in the report.
 
-Scale. Up to :data:`MAX_EXACT_ITEMS` items every item is a query of the neighbourhood metrics;
-above it, ``n_queries`` seeded queries are searched among **all** items (the report says so).
+Scale. Up to :data:`MAX_EXACT_ITEMS` items every item except the anchors is a query of the
+neighbourhood metrics (an anchor would find itself trivially in relative space); above it,
+``n_queries`` seeded non-anchor queries are searched among **all** items (the report says so).
 CKA and mean cosine use at most :data:`MAX_CKA_ROWS` seeded rows, stitching at most
 :data:`MAX_TRAIN` training and :data:`MAX_TEST` test rows (seeded, stratified), and the 2-D figure
 :data:`MAX_PLOT_POINTS` items. Above :data:`STREAM_ITEMS` items, or with a Dask ``client``, the
@@ -58,7 +59,7 @@ __all__ = ["compare_spaces", "prepare_comparison", "Comparison", "CompareReport"
            "MAX_EXACT_ITEMS", "DEFAULT_QUERIES", "MAX_CKA_ROWS", "MAX_TRAIN", "MAX_TEST",
            "MAX_PLOT_POINTS", "STREAM_ITEMS", "cli_compare"]
 
-#: Up to this many items, every item is a query of the neighbourhood metrics.
+#: Up to this many items, every item except the anchors is a query of the neighbourhood metrics.
 MAX_EXACT_ITEMS = 10_000
 #: Seeded queries (searched among all items) above MAX_EXACT_ITEMS items.
 DEFAULT_QUERIES = 5_000
@@ -323,9 +324,15 @@ class Comparison:
         from relreps.progress import progress
 
         rng = np.random.default_rng(self.seed)
-        queries = None
+        # Anchors are never queries: an anchor's relative vector peaks at its own position in
+        # every space, so it would find itself trivially and inflate the relative scores.
+        free = np.setdiff1d(np.arange(self.n), self.anchor_rows)
+        if free.size <= self.k:
+            free = np.arange(self.n)
+        queries = None if free.size == self.n else free
         if self.n_queries is not None:
-            queries = np.sort(rng.choice(self.n, size=self.n_queries, replace=False))
+            queries = np.sort(rng.choice(free, size=min(self.n_queries, free.size),
+                                         replace=False))
         cka_rows = np.sort(rng.choice(self.n, size=min(self.n, MAX_CKA_ROWS), replace=False))
         sample_abs = {s: _take_rows(x, cka_rows) for s, x in self.spaces.items()}
         sample_rel = {s: _take_rows(x, cka_rows) for s, x in rel.items()}
@@ -340,7 +347,8 @@ class Comparison:
             p: dict[str, Any] = {"source": a, "target": b, "n_items": int(self.n),
                                  "n_anchors": int(len(self.anchor_rows)), "k": self.k,
                                  "center": None, "similarity": self.similarity,
-                                 "n_queries": None if queries is None else int(queries.size)}
+                                 "n_queries": None if self.n_queries is None
+                                 else int(queries.size)}
             t0 = time.perf_counter()
             same_width = self.spaces[a].shape[1] == self.spaces[b].shape[1]
             if same_width:
@@ -535,7 +543,7 @@ def prepare_comparison(spaces: Mapping[str, Any], labels: Any = None, *,
     n_queries_eff = DEFAULT_QUERIES if n_queries is None else \
         check_int(n_queries, "n_queries", min_value=1)
     if n <= MAX_EXACT_ITEMS or n_queries_eff >= n:
-        n_queries_eff = None  # every item is a query
+        n_queries_eff = None  # every non-anchor item is a query
     rng = np.random.default_rng(seed)
     notes: list[str] = []
     y = None
@@ -582,9 +590,9 @@ def prepare_comparison(spaces: Mapping[str, Any], labels: Any = None, *,
         raise AnchorError(f"{sim.name} similarity needs at least {sim.min_anchors} anchors, "
                           f"got {len(anchor_rows)}")
     if n_queries_eff is not None:
-        notes.append(f"{n:,} items: neighbourhood metrics use {n_queries_eff:,} seeded queries "
-                     f"searched among all {n:,} items (every item is a query up to "
-                     f"{MAX_EXACT_ITEMS:,})")
+        notes.append(f"{n:,} items: neighbourhood metrics use {n_queries_eff:,} seeded "
+                     f"non-anchor queries searched among all {n:,} items (every non-anchor "
+                     f"item is a query up to {MAX_EXACT_ITEMS:,})")
     if n > MAX_CKA_ROWS:
         notes.append(f"CKA and mean cosine use a seeded sample of {MAX_CKA_ROWS:,} items")
     widths = {s: int(x.shape[1]) for s, x in arrays.items()}
