@@ -248,3 +248,28 @@ def test_any_wrong_argument_is_a_named_error(arg, value):
 def test_any_wrong_spaces_is_a_named_error(spaces):
     with pytest.raises(RelrepsError):
         prepare_comparison(spaces)
+
+
+def test_default_anchor_count_follows_the_widths_and_the_pool():
+    from relreps.workflow.compare import DEFAULT_ANCHORS, default_n_anchors
+
+    assert default_n_anchors([32, 48], 10_000) == DEFAULT_ANCHORS  # narrow spaces: the floor
+    assert default_n_anchors([256, 384], 10_000) == 4 * 384  # four per dimension of the widest
+    assert default_n_anchors([768], 10_000) == 1536  # capped
+    assert default_n_anchors([384], 1_000) == 500  # never more than half of the pool
+
+
+def test_cli_defaults_are_the_workflow_defaults():
+    from relreps.cli import build_parser
+    from relreps.workflow.compare import DEFAULT_SIMILARITY
+
+    p = build_parser()
+    assert p.parse_args(["compare", "a.npy", "b.npy"]).similarity == DEFAULT_SIMILARITY
+    args = p.parse_args(["stitch", "fit", "a.npy", "--labels", "y.txt", "--anchor-index",
+                         "i.txt", "--out", "m"])
+    assert args.similarity == DEFAULT_SIMILARITY
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 8))
+    rep = compare_spaces({"a": x, "b": x @ _rotation(8)}, k=5)
+    assert rep.summary["similarity"] == DEFAULT_SIMILARITY
+    assert rep.summary["n_anchors"] == 60  # half of the 120 items (the floor of 300 is capped)

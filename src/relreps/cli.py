@@ -125,16 +125,17 @@ def build_parser(experiment_help: str | None = None, *, list_experiments: bool =
     c.add_argument("--labels", metavar="Y", help="labels of the items (enables stitching)")
     g = c.add_mutually_exclusive_group()
     g.add_argument("--anchors", type=int, default=None, metavar="N",
-                   help="number of anchors sampled from the items (default 300, at most half "
-                        "of the training items)")
+                   help="number of anchors sampled from the items (default 4 per dimension "
+                        "of the widest space, 300 to 1536, at most half of the training items)")
     g.add_argument("--anchor-index", metavar="FILE", help="rows to use as anchors")
     c.add_argument("--sampler", default=None,
                    choices=["uniform", "stratified", "kmeans", "farthest_point"],
                    help="anchor sampler (default stratified with labels, else uniform); kmeans "
                         "and farthest_point run on the first space")
     c.add_argument("--k", type=int, default=10, help="neighbourhood size (default 10)")
-    c.add_argument("--similarity", default="cosine", help="similarity to the anchors "
-                   "(default cosine; see relreps.similarity)")
+    c.add_argument("--similarity", default="whitened_cosine", help="similarity to the anchors "
+                   "(default whitened_cosine: cosine after whitening each space by its own "
+                   "anchors; cosine is the paper's; see relreps.similarity)")
     c.add_argument("--center", default="auto", choices=["auto", "anchors", "none"],
                    help="subtract the anchor mean first: auto (default) decides from the "
                         "anchors' anisotropy, jointly for all spaces, and records why")
@@ -170,7 +171,9 @@ def build_parser(experiment_help: str | None = None, *, list_experiments: bool =
     sf.add_argument("--head", default="logreg-cv",
                     help="classifier head: logreg-cv (default: regularisation chosen by "
                          "cross-validation on SPACE), logreg, logreg-c<C>, mlp")
-    sf.add_argument("--similarity", default="cosine", help="similarity (default cosine)")
+    sf.add_argument("--similarity", default="whitened_cosine",
+                    help="similarity (default whitened_cosine, as in compare; cosine is the "
+                         "paper's)")
     sf.add_argument("--center", default="auto", choices=["auto", "anchors", "none"],
                     help="centring on the anchor mean (default auto)")
     sf.add_argument("--seed", type=int, default=0, help="seed of the head (default 0)")

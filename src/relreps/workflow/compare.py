@@ -56,6 +56,7 @@ from relreps.validation import (
 )
 
 __all__ = ["compare_spaces", "prepare_comparison", "Comparison", "CompareReport", "SUMMARY_KEYS",
+           "DEFAULT_SIMILARITY", "DEFAULT_ANCHORS", "default_n_anchors",
            "MAX_EXACT_ITEMS", "DEFAULT_QUERIES", "MAX_CKA_ROWS", "MAX_TRAIN", "MAX_TEST",
            "MAX_PLOT_POINTS", "STREAM_ITEMS", "cli_compare"]
 
@@ -72,8 +73,23 @@ MAX_TEST = 10_000
 MAX_PLOT_POINTS = 2_000
 #: Above this many items the projections are streamed to disk in blocks.
 STREAM_ITEMS = 200_000
-#: Default number of anchors (at most half of the anchor pool).
+#: Default similarity of `compare` and `stitch fit`: cosine after whitening each space by its own
+#: anchors (anchor mean, Ledoit-Wolf covariance); zero-shot, and it held the 0.95x / 0.85x goals
+#: of docs/own-models.md on AG News and TREC where plain or centred cosine did not.
+DEFAULT_SIMILARITY = "whitened_cosine"
+#: Default number of anchors: ANCHORS_PER_DIM x the widest space, at least DEFAULT_ANCHORS and at
+#: most MAX_DEFAULT_ANCHORS, and never more than half of the anchor pool (a whitening estimated
+#: from anchors needs several anchors per dimension).
 DEFAULT_ANCHORS = 300
+ANCHORS_PER_DIM = 4
+MAX_DEFAULT_ANCHORS = 1536
+
+
+def default_n_anchors(widths: Sequence[int], pool: int) -> int:
+    """The default anchor count for spaces of these widths and an anchor pool of `pool` items."""
+    want = min(max(DEFAULT_ANCHORS, ANCHORS_PER_DIM * max(widths)), MAX_DEFAULT_ANCHORS)
+    return int(min(want, pool // 2))
+
 #: Keys of every pair's results (and of the summary); stitching keys are present with labels.
 SUMMARY_KEYS = ("source", "target", "n_items", "n_anchors", "k", "center", "similarity",
                 "n_queries", "absolute_jaccard", "absolute_mrr", "relative_jaccard",
@@ -502,7 +518,8 @@ def _matrix(result: Any, names: Sequence[str]) -> list[list[float | None]]:
 
 def prepare_comparison(spaces: Mapping[str, Any], labels: Any = None, *,
                        n_anchors: int | None = None, anchor_index: Any = None,
-                       sampler: str | None = None, k: int = 10, similarity: str = "cosine",
+                       sampler: str | None = None, k: int = 10,
+                       similarity: str = DEFAULT_SIMILARITY,
                        center: str | None = "auto", seed: int = 0, n_queries: int | None = None,
                        test_size: float = 0.25, client: Any = None,
                        work_dir: str | os.PathLike | None = None, log: Log | None = None
@@ -570,7 +587,7 @@ def prepare_comparison(spaces: Mapping[str, Any], labels: Any = None, *,
             raise RelrepsError("sampler applies to sampled anchors, not to an anchor_index")
         sampler_used = "index"
     else:
-        default = min(DEFAULT_ANCHORS, len(pool) // 2)
+        default = default_n_anchors([x.shape[1] for x in arrays.values()], len(pool))
         n_anchors = default if n_anchors is None else check_int(n_anchors, "n_anchors")
         if n_anchors < 2:
             raise AnchorError(f"at least 2 anchors are needed, got {n_anchors}"
@@ -675,7 +692,8 @@ def _sample(x: Any, pool: np.ndarray, n: int, method: str, y: np.ndarray | None,
 
 def compare_spaces(spaces: Mapping[str, Any], labels: Any = None, *,
                    n_anchors: int | None = None, anchor_index: Any = None,
-                   sampler: str | None = None, k: int = 10, similarity: str = "cosine",
+                   sampler: str | None = None, k: int = 10,
+                   similarity: str = DEFAULT_SIMILARITY,
                    center: str | None = "auto", seed: int = 0, n_queries: int | None = None,
                    test_size: float = 0.25, client: Any = None,
                    work_dir: str | os.PathLike | None = None, log: Log | None = None
@@ -687,12 +705,14 @@ def compare_spaces(spaces: Mapping[str, Any], labels: Any = None, *,
     spaces : name -> (n, d) array (numpy, ``np.memmap``, torch or dask); row i is the same item
         in every space; widths may differ. At least two.
     labels : (n,) labels of the items, optional: enables stitching and translation.
-    n_anchors : anchors drawn by `sampler` (default 300, at most half of the anchor pool), or
+    n_anchors : anchors drawn by `sampler` (default :func:`default_n_anchors`: 4 per dimension of
+        the widest space, 300 to 1,536, at most half of the anchor pool), or
     anchor_index : the rows to use as anchors.
     sampler : ``"uniform"``, ``"stratified"`` (default with labels), ``"kmeans"``,
         ``"farthest_point"`` (the last two run on the first space).
     k : neighbourhood size.
-    similarity : see :mod:`relreps.similarity`.
+    similarity : see :mod:`relreps.similarity` (default ``"whitened_cosine"``; ``"cosine"`` is
+        the paper's).
     center : ``"auto"`` (decided jointly from the anchors' anisotropy), ``"anchors"`` or
         ``None``/``"none"``.
     seed : seeds the anchors, the train/test split and the query sample.

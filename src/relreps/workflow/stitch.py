@@ -71,7 +71,8 @@ def _atomic(path: Path, write: Any) -> None:
 
 
 def fit_from_files(space: str, labels: str, anchor_index: str, out: str | os.PathLike, *,
-                   head: str = "logreg-cv", similarity: str = "cosine", center: str = "auto",
+                   head: str = "logreg-cv", similarity: str = "whitened_cosine",
+                   center: str = "auto",
                    seed: int = 0, force: bool = False) -> tuple[Any, Path]:
     """Fit a StitchedClassifier on the files and save it to `out`; return (model, path)."""
     from relreps.io import read_array, read_index, read_labels
