@@ -295,3 +295,22 @@ def test_train_config_rejects_non_positive_counts(epochs, patience):
     if patience is not None:
         with pytest.raises(RelrepsError, match="patience"):
             mv.TrainConfig(epochs=1, patience=patience).check()
+
+
+def test_centred_relative_autoencoder_is_invariant_to_a_latent_shift():
+    import torch
+
+    from relreps.models.vision import ImageAutoencoder
+
+    torch.manual_seed(0)
+    z, anchors = torch.randn(6, 8), torch.randn(12, 8)
+    shift = 5.0 * torch.randn(1, 8)
+    cen = ImageAutoencoder(1, 28, latent_dim=8, relative=True, n_anchors=12, center="anchors")
+    plain = ImageAutoencoder(1, 28, latent_dim=8, relative=True, n_anchors=12)
+    cen.eval(), plain.eval()
+    with torch.no_grad():
+        a, b = cen.decode_from(z, anchors), cen.decode_from(z + shift, anchors + shift)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+        assert a.shape == (6, 1, 28, 28)
+        p, q = plain.decode_from(z, anchors), plain.decode_from(z + shift, anchors + shift)
+        assert (p - q).abs().max() > 1e-3  # plain cosine is not shift-invariant

@@ -32,6 +32,8 @@ OPTIONS: dict[str, str] = {
     "ae_curve_spaces": "spaces of the ratio-vs-size curve (smoke relative,absolute; full relative)",
     "ae_anchors": "AE/VAE anchors (smoke 50, full 500)",
     "ae_latent": "AE/VAE latent width (32)",
+    "ae_center": "relative AE/VAE: none (default, the paper's cosine) or anchors (subtract the "
+                 "anchor latents' mean before the cosine)",
     "ae_lr": "AE/VAE learning rate (2e-3)",
     "kl_weight": "VAE KL weight (0.05)",
     "ae_batch_size": "AE/VAE batch size (smoke 64, full 128)",
@@ -61,7 +63,7 @@ _SMOKE: dict[str, Any] = {
     "ae_n_train": 200, "ae_n_val": 60, "ae_n_test": 100, "ae_max_epochs": 4,
     "ae_patience": 2, "ae_curve_sizes": "100", "ae_curve_spaces": "relative,absolute",
     "ae_anchors": 50, "ae_latent": 32, "ae_lr": 2e-3, "kl_weight": 0.05, "ae_batch_size": 64,
-    "ae_models": "AE,VAE",
+    "ae_models": "AE,VAE", "ae_center": "none",
     "cnn_n_train": 300, "cnn_n_val": 60, "cnn_n_test": 200, "cnn_max_epochs": 3,
     "cnn_patience": 2, "cnn_anchors": 50, "cnn_lr": 2e-3,
     "cifar_n_train": 200, "cifar_n_val": 50, "cifar_n_test": 100, "cifar_resolution": 64,
@@ -166,8 +168,14 @@ def _train_ae_group(cfg: dict[str, Any], x_fit: np.ndarray, x_val: np.ndarray,
     models = []
     for seed in seeds:
         torch.manual_seed(seed)
+        center = str(cfg["ae_center"])
+        if center not in ("none", "anchors"):
+            from relreps.errors import OptionError
+
+            raise OptionError(f"ae_center must be 'none' or 'anchors', got {center!r}")
         m = ImageAutoencoder(c, s, cfg["ae_latent"], variational=model == "VAE",
-                             relative=space == "relative", n_anchors=cfg["ae_anchors"])
+                             relative=space == "relative", n_anchors=cfg["ae_anchors"],
+                             center=None if center == "none" else "anchors")
         m.set_anchors(anchors)
         models.append(m)
     tc = TrainConfig(epochs=cfg["ae_max_epochs"], batch_size=cfg["ae_batch_size"],

@@ -75,11 +75,12 @@ class ConvDecoder(nn.Module):
         return torch.sigmoid(x)
 
 
-def _relative_layer(n_anchors: int, normalization: str) -> nn.Module:
+def _relative_layer(n_anchors: int, normalization: str, center: str | None = None
+                    ) -> nn.Module:
     from relreps.nn import RelativeLayer
 
-    return RelativeLayer(similarity="cosine", anchor_grad="detach", normalization=normalization,
-                         n_anchors=n_anchors)
+    return RelativeLayer(similarity="cosine", center=center, anchor_grad="detach",
+                         normalization=normalization, n_anchors=n_anchors)
 
 
 class _AnchoredModel(nn.Module):
@@ -108,11 +109,12 @@ class ImageAutoencoder(_AnchoredModel):
     Absolute: decoder(z). Relative: decoder(LayerNorm(cos(z, encoder(anchors)))), the anchors
     re-encoded by the same encoder every forward pass, without gradient. For the VAE, z is sampled
     during training and is the posterior mean otherwise; anchors use their posterior mean.
+    `center="anchors"` subtracts the current anchor latents' mean before the cosine.
     """
 
     def __init__(self, in_channels: int, image_size: int, latent_dim: int = 32,
                  variational: bool = False, relative: bool = False, n_anchors: int = 500,
-                 width: int = 16) -> None:
+                 width: int = 16, center: str | None = None) -> None:
         super().__init__()
         self.variational = variational
         self.relative = relative
@@ -121,7 +123,7 @@ class ImageAutoencoder(_AnchoredModel):
         self.register_buffer("anchor_images", None)
         self.encoder = ConvEncoder(in_channels, image_size,
                                    latent_dim * (2 if variational else 1), width)
-        self.rel = _relative_layer(n_anchors, "layernorm") if relative else None
+        self.rel = _relative_layer(n_anchors, "layernorm", center) if relative else None
         self.decoder = ConvDecoder(n_anchors if relative else latent_dim, in_channels,
                                    image_size, width)
 
