@@ -366,11 +366,13 @@ def _rescore(Q: torch.Tensor, rows: torch.Tensor, items: torch.Tensor, cols: tor
     value for an item does not depend on its position (float32 rows: exact products, a sum with
     error at most log2(d) float64 roundings); in chunks of bounded memory (a row of many tied
     items can have many candidates)."""
-    out = torch.empty(rows.shape, dtype=_score_dtype(Q.device), device=Q.device)
+    dt = _score_dtype(Q.device)
     step = max(1, (1 << 22) // max(1, Q.shape[1]))
+    if rows.numel() <= step:
+        return rowwise_dot(Q[rows].to(dt), items[cols].to(dt))
+    out = torch.empty(rows.shape, dtype=dt, device=Q.device)
     for s in range(0, rows.numel(), step):
-        out[s:s + step] = rowwise_dot(Q[rows[s:s + step]].to(out.dtype),
-                                      items[cols[s:s + step]].to(out.dtype))
+        out[s:s + step] = rowwise_dot(Q[rows[s:s + step]].to(dt), items[cols[s:s + step]].to(dt))
     return out
 
 
@@ -445,7 +447,8 @@ class _Running:
 
     def __init__(self, Q: torch.Tensor, k: int, sub: int, item_norm: float) -> None:
         rows, dev = Q.shape[0], Q.device
-        self.Q, self.k, self.sub, self.empty = Q, k, sub, True
+        self.k, self.sub, self.empty = k, sub, True
+        self.Q = Q.to(_score_dtype(dev))  # converted once, not per candidate
         self.tol = _gemm_tolerance(Q, item_norm)
         dt = self.tol.dtype
         self.vals = torch.full((rows, k), -torch.inf, dtype=dt, device=dev)
