@@ -42,37 +42,3 @@ def one_thread():
             yield
     finally:
         torch.set_num_threads(threads)
-
-
-# Known bug, found 2026-12-03 on an AMD EPYC with AVX2 only (the earlier machines and CI passed):
-# these tests compare exact neighbour order / rank statistics with a brute-force or scipy
-# reference on data with exact or near ties. On this CPU the blockwise GEMM rounds identical rows
-# differently depending on their position in a tile (and our RDM distances differ from scipy's
-# pdist in the last bits), so a near-tie can flip: e.g. a duplicate at index 492 outranks the
-# same row at index 0, or Spearman RSA moves by 1e-6. The tie rule ("lowest index first") is then
-# not guaranteed. Until the search rescores tied candidates exactly, these tests may fail on
-# such CPUs; they are expected to pass, and must pass, where the GEMM rounds rows uniformly.
-_NEAR_TIE_TESTS = frozenset({
-    "test_knn_indices_equal_brute_force", "test_ties_rank_the_lowest_index_first",
-    "test_parallel_query_blocks_give_the_same_results", "test_retrieval_metrics_equal_brute_force",
-    "test_rsa_equals_scipy", "test_rsa_invariances_and_subsampling", "test_rsa_across_the_range",
-})
-
-
-def _gemm_rounds_rows_uniformly() -> bool:
-    try:
-        import torch
-
-        return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
-    except Exception:  # no torch, or an unknown capability string
-        return True
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _gemm_rounds_rows_uniformly():
-        return
-    marker = pytest.mark.xfail(strict=False, reason="near-tie order differs from the reference "
-                               "on CPUs without AVX-512 (known bug, see tests/conftest.py)")
-    for item in items:
-        if getattr(item, "originalname", item.name) in _NEAR_TIE_TESTS:
-            item.add_marker(marker)

@@ -174,6 +174,25 @@ def test_rsa_ties_are_averaged_like_scipy():
     assert M.rsa(x, y, metric="euclidean") == pytest.approx(R.rsa(x, y, "euclidean"), abs=1e-9)
 
 
+@pytest.mark.parametrize("metric", ["correlation", "cosine", "euclidean"])
+def test_rsa_ties_duplicated_rows_exactly(metric):
+    # Duplicated samples: their dissimilarities to any other sample are equal and a duplicate
+    # pair's is 0, in exact arithmetic. They must tie exactly (matrix products round a row
+    # differently at different positions on some CPUs); scipy's pdist splits some of them by
+    # its own rounding, so the reference ties values equal to 12 decimals.
+    from scipy.spatial.distance import pdist
+    from scipy.stats import spearmanr
+
+    x, y = R.correlated_pair(21, 80, 12, 9)
+    rng = np.random.default_rng(21)
+    src, dst = rng.integers(0, 80, 25), rng.integers(0, 80, 25)
+    x[dst], y[dst] = x[src], y[src]
+    ref = spearmanr(np.round(pdist(x, metric), 12), np.round(pdist(y, metric), 12))[0]
+    assert M.rsa(x, y, metric=metric) == pytest.approx(ref, abs=1e-12)
+    assert M.rsa(x, y, metric=metric, method="pearson") == \
+        pytest.approx(R.rsa(x, y, metric, "pearson"), abs=1e-12)
+
+
 def test_rsa_invariances_and_subsampling():
     rng = np.random.default_rng(8)
     x, y = R.correlated_pair(8, 60, 5, 7)

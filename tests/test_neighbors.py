@@ -18,6 +18,7 @@ from torch.overrides import TorchFunctionMode
 
 from relreps import metrics
 from relreps import neighbors as N
+from relreps._numerics import rowwise_dot
 from relreps.errors import (
     InputTypeError,
     NonFiniteError,
@@ -113,6 +114,60 @@ def test_block_size_and_plan_do_not_change_results():
     ref = N.knn_indices(q, b, 8)
     for bs in (1, 2, 13, 97, 1000):
         np.testing.assert_array_equal(N.knn_indices(q, b, 8, block_size=bs), ref)
+
+
+@pytest.fixture()
+def position_dependent_mm(monkeypatch):
+    """torch.mm as rounded by a kernel whose order depends on where a row sits: every entry
+    moved by a different amount within the rigorous bound gamma_d * sum|q_i b_j| (so identical
+    rows at two positions get different products, as on some AVX2 CPUs, by far more than one
+    rounding)."""
+    mm = torch.mm
+    g = torch.Generator().manual_seed(0)
+
+    def noisy(a, b, *, out=None):
+        exact = mm(a.double(), b.double())
+        u = torch.finfo(a.dtype).eps / 2
+        gamma = a.shape[1] * u / (1 - a.shape[1] * u)
+        bound = gamma * mm(a.double().abs(), b.double().abs())
+        res = (exact + bound * (2 * torch.rand(exact.shape, generator=g, dtype=torch.float64)
+                                - 1)).to(a.dtype)
+        return res if out is None else out.copy_(res)
+
+    monkeypatch.setattr(torch, "mm", noisy)
+
+
+@pytest.mark.parametrize("plan", TINY_PLANS[:3], indirect=True)
+def test_ties_survive_a_position_dependent_matrix_product(plan, position_dependent_mm):
+    rng = np.random.default_rng(12)
+    q = rng.normal(size=(25, 6))
+    b = with_duplicates(rng, rng.normal(size=(400, 6)), 120)
+    b[300:] = b[7]  # one row copied 100 times, at every position of the later tiles
+    q[:5] = b[7]
+    for dtype in (np.float64, np.float32):
+        qd, bd = q.astype(dtype), b.astype(dtype)
+        for metric in ("cosine", "inner"):
+            for k in (1, 4, 9):
+                ex = np.arange(25)
+                np.testing.assert_array_equal(N.knn_indices(qd, bd, k, metric=metric),
+                                              brute_knn(qd, bd, k, metric))
+                np.testing.assert_array_equal(N.knn_indices(qd, bd, k, metric=metric, exclude=ex),
+                                              brute_knn(qd, bd, k, metric, ex))
+
+
+def test_rowwise_dot_does_not_depend_on_position():
+    rng = np.random.default_rng(13)
+    for d in (1, 2, 3, 7, 64, 65, 1000):
+        a = torch.tensor(rng.normal(size=(1, d))).expand(300, d).contiguous()
+        b = torch.tensor(rng.normal(size=(1, d))).expand(300, d).contiguous()
+        got = rowwise_dot(a, b)
+        assert got.dtype == torch.float64 and (got == got[0]).all()
+        assert float(got[0]) == pytest.approx(float(a[0] @ b[0]), rel=1e-12, abs=1e-12)
+        rows = torch.arange(300)
+        got32 = N._rescore(a.float(), rows, b.float(), rows)  # exact products of float32 rows
+        assert got32.dtype == torch.float64 and (got32 == got32[0]).all()
+        assert float(got32[0]) == pytest.approx(float(a[0].float().double() @
+                                                      b[0].float().double()), abs=1e-12)
 
 
 @pytest.fixture()

@@ -13,7 +13,8 @@ import math
 
 import torch
 
-__all__ = ["pow2_scale", "safe_row_norms", "unit_rows", "scaled_rows", "pow2_global_scale"]
+__all__ = ["pow2_scale", "safe_row_norms", "unit_rows", "scaled_rows", "pow2_global_scale",
+           "rowwise_dot"]
 
 
 def pow2_scale(t: torch.Tensor, dim: int | None = 1) -> torch.Tensor:
@@ -79,3 +80,20 @@ def unit_rows(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     rows, norms = scaled_rows(t)
     zero = (norms.detach() == 0).squeeze(1)
     return rows / torch.where(norms == 0, torch.ones_like(norms), norms), zero
+
+
+def rowwise_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products ``a[i] . b[i]`` (n,), by element-wise operations only: the
+    products, then a fixed pairwise sum over the columns.
+
+    Unlike a matrix product (whose kernel may round a row differently depending on its position
+    in a tile) or a reduction kernel free to change its order, a row's value depends on nothing
+    but its two rows: identical rows give identical values wherever they are, on any device.
+    Error: at most log2(d) + 1 roundings of the dtype.
+    """
+    p = a * b
+    while p.shape[1] > 1:
+        h = p.shape[1] // 2
+        head = p[:, :h] + p[:, h:2 * h]
+        p = torch.cat([head, p[:, 2 * h:]], dim=1) if p.shape[1] % 2 else head
+    return p[:, 0] if p.shape[1] else p.sum(dim=1)

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from relreps._backend import Array, same_kind, to_dask
-from relreps._numerics import pow2_global_scale, pow2_scale
+from relreps._numerics import pow2_global_scale, pow2_scale, rowwise_dot
 from relreps.errors import (
     InputTypeError,
     NonFiniteError,
@@ -870,9 +870,11 @@ def rsa(a: Array, b: Array, *, metric: str = "correlation", method: str = "spear
     ``"spearman"``, also any monotone change of the dissimilarities.
 
     The dissimilarities come from float64 matrix products (relative error ~1e-15, on the
-    input's device): pairs whose dissimilarities are equal in exact arithmetic (duplicated
-    samples, lattice data) may be separated by rounding instead of tied, unlike scipy's
-    pair-by-pair ``pdist``; this matters for Spearman only when such ties are common.
+    input's device), made symmetric exactly. Duplicated samples are tied exactly (their
+    dissimilarities are copied from the first copy, and 0 between copies); other pairs whose
+    dissimilarities are equal in exact arithmetic (lattice data) may be separated by rounding
+    instead of tied, as in scipy's pair-by-pair ``pdist``; this matters for Spearman only when
+    such ties are common.
     """
     metric = check_choice(metric, "metric", ("correlation", "cosine", "euclidean"))
     method = check_choice(method, "method", ("spearman", "pearson"))
@@ -910,28 +912,65 @@ def _take(x: Any, idx: np.ndarray) -> Any:
 
 
 def _rdm(t: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(off-diagonal dissimilarities in float64 (each pair twice), count of unusable rows)."""
+    """(off-diagonal dissimilarities in float64 (each pair twice), count of unusable rows).
+
+    Duplicated rows are exactly tied: each row takes the dissimilarities of the first row equal
+    to it, and a duplicate pair's dissimilarity is exactly 0 (a matrix product may round a row
+    differently at different positions, which would split such ties, and gives sqrt(rounding)
+    instead of 0 for euclidean).
+    """
     n = t.shape[0]
     t = t.to(torch.float64)
+    D, bad = _dissimilarities(t, metric)
+    rep = _first_equal_rows(t)
+    D = D.index_select(0, rep).index_select(1, rep)
+    D.masked_fill_(rep[:, None] == rep[None, :], 0.0)
+    # A matrix product need not be symmetric: on some CPUs entries (i, j) and (j, i) round
+    # differently (the kernel's order depends on a row's position in a tile). Each pair must
+    # appear with one value, else its two copies rank apart and move Spearman RSA (by ~1e-6
+    # against scipy's pdist); the mean of the two is symmetric exactly (+ commutes).
+    D = (D + D.T).mul_(0.5)
+    # The off-diagonal entries as one vector without an index array: drop the first element of
+    # the flattened matrix, then every (n+1)-th one is a diagonal entry. Each pair appears twice
+    # with one value, which changes neither a Pearson correlation nor one of tie-averaged ranks.
+    return D.reshape(-1)[1:].view(n - 1, n + 1)[:, :-1].reshape(-1), bad.sum()
+
+
+def _first_equal_rows(t: torch.Tensor) -> torch.Tensor:
+    """Per row, the index of the first row equal to it (its own index if none), on t's device
+    with no data-dependent shape (no host synchronisation).
+
+    Rows are grouped by a position-independent hash (:func:`relreps._numerics.rowwise_dot` with
+    fixed weights) in a stable sort; a row whose group's first row is not equal to it (a hash
+    collision) keeps its own index.
+    """
+    n, d = t.shape
+    pos = torch.arange(n, device=t.device)
+    w = (torch.arange(d, dtype=t.dtype, device=t.device) * 0.6180339887498949).frac_() + 0.5
+    h = rowwise_dot(t, w.expand(n, d))
+    hs, order = torch.sort(h, stable=True)
+    start = torch.ones(n, dtype=torch.bool, device=t.device)
+    start[1:] = hs[1:] != hs[:-1]
+    first = torch.cummax(torch.where(start, pos, torch.zeros_like(pos)), 0).values
+    rep = torch.empty_like(order).scatter_(0, order, order[first])
+    return torch.where((t == t[rep]).all(1), rep, pos)
+
+
+def _dissimilarities(t: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n x n dissimilarities of float64 rows, per row: unusable (zero or constant) or not)."""
     if metric == "euclidean":
         xt, _ = _scaled_centered(t)
         G = xt @ xt.T
         sq = torch.diagonal(G)
         D = (sq[:, None] + sq[None, :] - 2 * G).clamp_min_(0).sqrt_()
-        bad = torch.zeros((), dtype=torch.long, device=t.device)
-    else:
-        const = torch.zeros(n, dtype=torch.bool, device=t.device)
-        if metric == "correlation":
-            const = t.amax(1) == t.amin(1)  # exact test: a centred constant row may not be 0
-            t = t / pow2_scale(t)
-            t = t - t.mean(1, keepdim=True)
-        u, zero = _unit_rows(t)
-        D = 1 - u @ u.T
-        bad = (zero | const).sum()
-    # The off-diagonal entries as one vector without an index array: drop the first element of
-    # the flattened matrix, then every (n+1)-th one is a diagonal entry. Each pair appears twice,
-    # which changes neither a Pearson correlation nor one of tie-averaged ranks.
-    return D.reshape(-1)[1:].view(n - 1, n + 1)[:, :-1].reshape(-1), bad
+        return D, torch.zeros(t.shape[0], dtype=torch.bool, device=t.device)
+    const = torch.zeros(t.shape[0], dtype=torch.bool, device=t.device)
+    if metric == "correlation":
+        const = t.amax(1) == t.amin(1)  # exact test: a centred constant row may not be 0
+        t = t / pow2_scale(t)
+        t = t - t.mean(1, keepdim=True)
+    u, zero = _unit_rows(t)
+    return 1 - u @ u.T, zero | const
 
 
 def _average_ranks(v: torch.Tensor) -> torch.Tensor:

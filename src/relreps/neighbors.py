@@ -17,10 +17,14 @@ Exact search (``method="exact"``)
     copied (each tile is normalised as it is read, memory-mapped bases included).
 
     **Ties**: among equal similarities the lower item index ranks first, in every path
-    (in-memory, dask, any block or chunk sizes). Similarities are matrix products, whose last bit
-    can depend on the product's shape for degenerate shapes only (a single query row, a few
-    columns): two different items whose similarities differ by one rounding error may then swap
-    between paths; exact duplicates always resolve by index.
+    (in-memory, dask, any block or chunk sizes). The matrix products only propose candidates:
+    their last bits depend on where a row falls in a tile (on some CPUs identical rows get
+    different products), so every candidate that can reach a top k (its product within a
+    rigorous rounding bound of the k-th best, see :func:`_gemm_tolerance`) is rescored row by
+    row in float64 (:func:`relreps._numerics.rowwise_dot`: element-wise operations only, so an
+    item's score does not depend on its position, the tile or the path), and the top k is
+    chosen by those scores.
+    Exact duplicates therefore always resolve by index, and every path returns the same result.
 
 Dask
     With a ``dask.array`` input, :func:`knn_indices` returns a lazy array: one task per pair of
@@ -56,7 +60,13 @@ import numpy as np
 import torch
 
 from relreps._backend import Array, same_kind, to_dask
-from relreps._numerics import pow2_global_scale, pow2_scale, unit_rows
+from relreps._numerics import (
+    pow2_global_scale,
+    pow2_scale,
+    rowwise_dot,
+    safe_row_norms,
+    unit_rows,
+)
 from relreps.errors import (
     InputTypeError,
     MissingDependencyError,
@@ -298,11 +308,72 @@ def _prep(t: torch.Tensor, metric: str, name: str, offset: int = 0,
     return t / (pow2_scale(t) if scale is None else scale)
 
 
-def _global_scale(rows: _Rows) -> torch.Tensor:
+def _global_scale(rows: _Rows) -> tuple[torch.Tensor, float]:
+    """(The power of two that scales every row for metric="inner", the largest norm of a
+    scaled row), in one pass over the rows."""
     m = torch.zeros((), dtype=rows.dtype, device=rows.device)
+    norm = torch.zeros((), dtype=torch.float64, device=rows.device)
     for _, blk in rows.blocks():
         m = torch.maximum(m, blk.abs().amax())
-    return pow2_global_scale(m)
+        norm = torch.maximum(norm, safe_row_norms(blk).amax().to(torch.float64))
+    scale = pow2_global_scale(m)
+    return scale, float(norm) / float(scale)  # a power of two: the division is exact
+
+
+# =============================================================================== exact rescoring
+
+def _score_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of the rescored similarities: float64, except where the device has none."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
+def _gemm_unit_roundoff(dtype: torch.dtype, device: torch.device) -> float:
+    """Unit roundoff of a matrix product of `dtype` on `device`, with torch's float32 matmul
+    precision (TF32 or bfloat16 products where the user allowed them)."""
+    u = torch.finfo(dtype).eps / 2
+    if dtype == torch.float32:
+        precision = torch.get_float32_matmul_precision()
+        tf32 = device.type == "cuda" and bool(torch.backends.cuda.matmul.allow_tf32)
+        if precision == "medium":
+            u = 2.0 ** -8  # bfloat16
+        elif precision == "high" or tf32:
+            u = 2.0 ** -11  # TF32
+    return u
+
+
+def _gemm_tolerance(Q: torch.Tensor, item_norm: float) -> torch.Tensor:
+    """Per query row, a bound of |matrix product - rescored similarity| for any item whose
+    (prepared) norm is at most `item_norm`.
+
+    Any order of summing d products errs by at most gamma_d * sum|q_i b_i| <= gamma_d |q| |b|
+    (gamma_d = d u / (1 - d u), u the unit roundoff; Higham, Accuracy and Stability of Numerical
+    Algorithms, 3.1); the float64 rescoring errs far less. The factor 2.5 covers the rescoring in
+    the working dtype (where float64 is missing), and the rounding of norms and thresholds. Where
+    d u is not small (reduced-precision products of long rows), the bound is the largest
+    possible difference, 2 |q| |b|: every item is then rescored (correct, slow).
+    """
+    d = Q.shape[1]
+    du = d * _gemm_unit_roundoff(Q.dtype, Q.device)
+    factor = 2.5 * du / (1 - du) if du < 0.5 else 2.0
+    qn = torch.linalg.vector_norm(Q.to(_score_dtype(Q.device)), dim=1)
+    return qn * (factor * item_norm)
+
+
+def _rescore(Q: torch.Tensor, rows: torch.Tensor, items: torch.Tensor, cols: torch.Tensor
+             ) -> torch.Tensor:
+    """Rescored similarities of query rows ``Q[rows]`` with item rows ``items[cols]``: float64
+    (the working dtype where the device has none) :func:`relreps._numerics.rowwise_dot`, whose
+    value for an item does not depend on its position (float32 rows: exact products, a sum with
+    error at most log2(d) float64 roundings); in chunks of bounded memory (a row of many tied
+    items can have many candidates)."""
+    dt = _score_dtype(Q.device)
+    step = max(1, (1 << 22) // max(1, Q.shape[1]))
+    if rows.numel() <= step:
+        return rowwise_dot(Q[rows].to(dt), items[cols].to(dt))
+    out = torch.empty(rows.shape, dtype=dt, device=Q.device)
+    for s in range(0, rows.numel(), step):
+        out[s:s + step] = rowwise_dot(Q[rows[s:s + step]].to(dt), items[cols[s:s + step]].to(dt))
+    return out
 
 
 # =============================================================================== running top-k
@@ -367,22 +438,36 @@ def _select(cand: torch.Tensor, index_of: Any, k: int) -> tuple[torch.Tensor, to
 
 
 class _Running:
-    """Exact running top-k of a block of query rows over tiles of items."""
+    """Exact running top-k of a block of query rows over tiles of items.
 
-    def __init__(self, rows: int, k: int, sub: int, dtype: torch.dtype,
-                 device: torch.device) -> None:
+    `Q` holds the prepared query rows of the matrix products, `item_norm` bounds the norm of
+    every prepared item row (it sets :func:`_gemm_tolerance`). The values kept are rescored
+    similarities (:func:`_rescore`), never matrix products.
+    """
+
+    def __init__(self, Q: torch.Tensor, k: int, sub: int, item_norm: float) -> None:
+        rows, dev = Q.shape[0], Q.device
         self.k, self.sub, self.empty = k, sub, True
-        self.vals = torch.full((rows, k), -torch.inf, dtype=dtype, device=device)
-        self.idx = torch.full((rows, k), _SENTINEL, dtype=torch.int64, device=device)
-        self.tau = torch.full((rows,), -torch.inf, dtype=dtype, device=device)
+        self.Q = Q.to(_score_dtype(dev))  # converted once, not per candidate
+        self.tol = _gemm_tolerance(Q, item_norm)
+        dt = self.tol.dtype
+        self.vals = torch.full((rows, k), -torch.inf, dtype=dt, device=dev)
+        self.idx = torch.full((rows, k), _SENTINEL, dtype=torch.int64, device=dev)
+        self.tau = torch.full((rows,), -torch.inf, dtype=dt, device=dev)
 
-    def push(self, tile: torch.Tensor, start: int, width: int) -> None:
+    def push(self, tile: torch.Tensor, items: torch.Tensor, start: int, width: int) -> None:
         """Fold in the similarities of items [start, start + width) to the query rows.
 
-        `tile` is contiguous, (rows, a multiple of the sub-tile size); columns past `width` and
-        excluded items hold -inf. Tiles must come in increasing item order: an item tying with
-        the current k-th best comes later and cannot enter (the tie rule), so a sub-tile is
-        searched only when its maximum is strictly above a row's k-th best.
+        `tile` is contiguous, (rows, a multiple of the sub-tile size), the matrix product of
+        the query rows with `items` (the prepared rows of those items); columns past `width`
+        and excluded items hold -inf. Tiles must come in increasing item order (an item tying
+        with the current k-th best comes later and cannot enter: the tie rule).
+
+        A product differs from the rescored similarity by at most the row's tolerance t, so an
+        item can enter the top k only if its product reaches (k-th best so far) - t: only the
+        sub-tiles whose maximum reaches that are searched. Their passing values are cut again
+        at L - t, L the k-th largest of the current values and the candidates' products minus
+        t (a lower bound of the new k-th best); the rest are rescored and selected.
         """
         k, sub = self.k, self.sub
         rows, padded = tile.shape
@@ -391,35 +476,43 @@ class _Running:
         maxima = subs.amax(dim=2)
         if self.empty:
             # First tile: the k-th largest sub-tile maximum of a row is a lower bound of its
-            # k-th best similarity; only values reaching it (k of them, barring ties) can be in
-            # the top k.
+            # k-th largest product, which is at most t above the k-th best similarity; an item
+            # reaching that similarity has a product at least t below it.
             self.empty = False
             if maxima.shape[1] > k:
-                thr = _kth_bound(maxima, k)
+                low = _kth_bound(maxima, k).to(self.tol.dtype) - 2 * self.tol
             else:
-                thr = torch.full((rows,), -torch.inf, dtype=tile.dtype, device=dev)
-            strict = False
+                low = torch.full((rows,), -torch.inf, dtype=self.tol.dtype, device=dev)
         else:
-            thr, strict = self.tau, True
-        flag = maxima > thr[:, None] if strict else maxima >= thr[:, None]
-        r, s = torch.nonzero(flag, as_tuple=True)
+            low = self.tau - self.tol
+        # the threshold in the tile's dtype, rounded down: never above `low`
+        thr = torch.nextafter(low.to(tile.dtype), torch.tensor(-torch.inf, dtype=tile.dtype,
+                                                                device=dev))
+        r, s = torch.nonzero(maxima >= thr[:, None], as_tuple=True)
         if r.numel() == 0:
             return
         # The values of flagged sub-tiles that pass the row's threshold: the only candidates.
         vals = subs[r, s]
-        passed = vals > thr[r][:, None] if strict else vals >= thr[r][:, None]
-        fi, fj = torch.nonzero(passed, as_tuple=True)
-        new_v = vals[fi, fj]
+        fi, fj = torch.nonzero(vals >= thr[r][:, None], as_tuple=True)
+        new_g = vals[fi, fj].to(self.tol.dtype)
         col = s[fi] * sub + fj
-        new_i = torch.where(col < width, col + start, torch.full_like(col, _SENTINEL))
-        # Lay each row's current top k and its new candidates side by side, then select.
+        # Lay each row's current top k and its new candidates side by side.
         urows, counts = torch.unique_consecutive(r[fi], return_counts=True)
         nr, most = urows.numel(), int(counts.max())
         local = torch.repeat_interleave(torch.arange(nr, device=dev), counts)
         slot = k + torch.arange(fi.numel(), device=dev) - (torch.cumsum(counts, 0) - counts)[local]
-        cand_v = torch.full((nr, k + most), -torch.inf, dtype=tile.dtype, device=dev)
+        tol = self.tol[urows]
+        cand_v = torch.full((nr, k + most), -torch.inf, dtype=self.tol.dtype, device=dev)
+        cand_v[:, :k] = self.vals[urows]
+        cand_v[local, slot] = new_g - tol[local]
+        bound = torch.topk(cand_v, k, dim=1, sorted=False).values.amin(dim=1)
+        keep = torch.nonzero((new_g >= bound[local] - tol[local]) & (new_g > -torch.inf)
+                             ).flatten()
+        new_v = torch.full_like(new_g, -torch.inf)
+        new_v[keep] = _rescore(self.Q, urows[local[keep]], items, col[keep])
+        new_i = torch.where(col < width, col + start, torch.full_like(col, _SENTINEL))
         cand_i = torch.full((nr, k + most), _SENTINEL, dtype=torch.int64, device=dev)
-        cand_v[:, :k], cand_i[:, :k] = self.vals[urows], self.idx[urows]
+        cand_i[:, :k] = self.idx[urows]
         cand_v[local, slot], cand_i[local, slot] = new_v, new_i
         v, i = _select(cand_v, lambda rr, pos: cand_i[rr[:, None], pos], k)
         self._store(urows, v, i)
@@ -448,7 +541,7 @@ def _push_tile(run: _Running, Q: torch.Tensor, items: torch.Tensor, start: int,
             hit = torch.nonzero((exclude >= start) & (exclude < start + w)).flatten()
             if hit.numel():
                 tile[hit, exclude[hit] - start] = -torch.inf
-        run.push(tile, start, w)
+        run.push(tile, items, start, w)
 
 
 @contextlib.contextmanager
@@ -543,7 +636,8 @@ class _Base:
     refused there, before the long part) or the one power of two that scales every row (inner):
     O(N) memory, never a second copy of the items. Each tile is then prepared into a reused
     buffer with one division, a pass that costs a few percent of the tile's matrix product (it
-    is shared by all the rows of a query block).
+    is shared by all the rows of a query block). `item_norm` bounds the norm of every prepared
+    row (1 for unit rows), for :func:`_gemm_tolerance`.
     """
 
     def __init__(self, rows: _Rows | None, metric: str,
@@ -553,10 +647,13 @@ class _Base:
         self.f: torch.Tensor | None = None
         self.bad: torch.Tensor | None = None
         self.n = int(prepared.shape[0]) if prepared is not None else rows.n
-        if prepared is not None or rows is None:
+        self.item_norm = 1.0
+        if prepared is not None:
+            self.item_norm = float(torch.linalg.vector_norm(prepared, dim=1).amax()) \
+                if self.n else 0.0
             return
         if metric == "inner":
-            self.scale = _global_scale(rows)
+            self.scale, self.item_norm = _global_scale(rows)
             return
         f = torch.empty(rows.n, dtype=rows.dtype, device=rows.device)
         bad = torch.zeros(rows.n, dtype=torch.bool, device=rows.device)
@@ -588,7 +685,7 @@ def _search(Q: torch.Tensor, base: _Base, k: int, plan: BlockPlan,
     tiles = _item_tiles(base.n, plan)
     if items is None and base.prepared is None:
         items = _item_buffer(plan, base.n, base.rows.d, Q.dtype, Q.device)
-    run = _Running(Q.shape[0], k, plan.sub_tile, Q.dtype, Q.device)
+    run = _Running(Q, k, plan.sub_tile, base.item_norm)
     for s, e in tiles:
         _push_tile(run, Q, base.tile(s, e, items), s, buf, exclude)
     return run.vals, run.idx
@@ -1144,7 +1241,7 @@ def _ann_run(sets: Mapping[str, _QuerySet], base: _Rows, k: int, metric: str, me
     report_pos = np.sort(order[n_tune:n_tune + recall_queries] if n_q > n_tune
                          else order[:recall_queries])
     index = _AnnIndex(method, base.d, base.n, k, params, seed)
-    scale = _global_scale(base) if metric == "inner" else None
+    scale, item_norm = _global_scale(base) if metric == "inner" else (None, 1.0)
     if index.train_size:
         tr = sample_queries(base.n, index.train_size, seed)
         index.index.train(_prep(base.take(tr), metric, base.name, scale=scale,
@@ -1158,8 +1255,8 @@ def _ann_run(sets: Mapping[str, _QuerySet], base: _Rows, k: int, metric: str, me
                 Q = _prep(qs.rows.take(ids), metric, qs.rows.name, row_ids=ids)
                 ex = qs.ex_of(pos)
                 refs[key, tag] = (Q, None if ex is None else _from_numpy(ex),
-                                  _Running(Q.shape[0], k, max(64, _pow2_at_least(4 * (k + 1))),
-                                           Q.dtype, Q.device))
+                                  _Running(Q, k, max(64, _pow2_at_least(4 * (k + 1))),
+                                           item_norm))
     for start, blk in base.blocks():
         p = _prep_base(blk, metric, base.name, start, scale)
         index.add(p.numpy())
