@@ -165,14 +165,12 @@ def _train_ae_group(cfg: dict[str, Any], x_fit: np.ndarray, x_val: np.ndarray,
     )
 
     c, s = x_fit.shape[1], x_fit.shape[2]
+    from relreps.validation import check_choice
+
+    center = check_choice(str(cfg["ae_center"]), "ae_center", ("none", "anchors"))
     models = []
     for seed in seeds:
         torch.manual_seed(seed)
-        center = str(cfg["ae_center"])
-        if center not in ("none", "anchors"):
-            from relreps.errors import OptionError
-
-            raise OptionError(f"ae_center must be 'none' or 'anchors', got {center!r}")
         m = ImageAutoencoder(c, s, cfg["ae_latent"], variational=model == "VAE",
                              relative=space == "relative", n_anchors=cfg["ae_anchors"],
                              center=None if center == "none" else "anchors")

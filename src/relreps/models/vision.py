@@ -428,11 +428,15 @@ def latents(model: _AnchoredModel, x: np.ndarray, batch_size: int = 512) -> np.n
 
 @torch.no_grad()
 def relative_latents(model: _AnchoredModel, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Cosine similarities of the latents to the model's re-encoded anchors (before any norm)."""
+    """Cosine similarities of the latents to the model's re-encoded anchors (before any norm),
+    centred on the anchor mean when the model's relative layer centres."""
     from relreps import relative_projection
 
     z = torch.as_tensor(latents(model, x, batch_size))
-    return relative_projection(z, model.anchor_latents(), similarity="cosine").numpy()
+    center = "anchors" if getattr(getattr(model, "rel", None), "center", None) == "anchors" \
+        else None
+    return relative_projection(z, model.anchor_latents(), similarity="cosine",
+                               center=center).numpy()
 
 
 @torch.no_grad()

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from relreps.errors import FormatError, RelrepsError, RunFolderError, ShapeError
+from relreps.workflow.compare import DEFAULT_SIMILARITY
 
 __all__ = ["fit_from_files", "predict_from_files", "cli_fit", "cli_predict", "PREDICT_ROWS"]
 
@@ -71,7 +72,7 @@ def _atomic(path: Path, write: Any) -> None:
 
 
 def fit_from_files(space: str, labels: str, anchor_index: str, out: str | os.PathLike, *,
-                   head: str = "logreg-cv", similarity: str = "whitened_cosine",
+                   head: str = "logreg-cv", similarity: str = DEFAULT_SIMILARITY,
                    center: str = "auto",
                    seed: int = 0, force: bool = False) -> tuple[Any, Path]:
     """Fit a StitchedClassifier on the files and save it to `out`; return (model, path)."""
