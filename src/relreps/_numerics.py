@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 __all__ = ["pow2_scale", "safe_row_norms", "unit_rows", "scaled_rows", "pow2_global_scale",
-           "rowwise_dot"]
+           "rowwise_dot", "host_matmul"]
 
 
 def pow2_scale(t: torch.Tensor, dim: int | None = 1) -> torch.Tensor:
@@ -97,3 +98,28 @@ def rowwise_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         head = p[:, :h] + p[:, h:2 * h]
         p = torch.cat([head, p[:, 2 * h:]], dim=1) if p.shape[1] % 2 else head
     return p[:, 0] if p.shape[1] else p.sum(dim=1)
+
+
+#: Products of fewer multiply-adds stay in torch (see :func:`host_matmul`).
+HOST_MATMUL_MIN_MACS = 1 << 31
+
+
+def host_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b``, computed by numpy's BLAS when both are real float32/float64 CPU tensors of one
+    dtype outside autograd and the product is large (elsewhere by torch). numpy's BLAS computes
+    ``X.T @ X`` with a symmetric rank-k update (half the work of a general product) and, on the
+    AVX2 machine we measured, its float32 products beat torch's; values equal torch's up to
+    rounding. Small products stay in torch: switching between torch's OpenMP threads (which
+    keep spinning after each op) and the BLAS's threads costs ~2 ms a switch (measured: ten
+    1,024 x 768 Gram products, 40% slower mixed than in one library)."""
+    if (a.dim() == 2 and b.dim() == 2
+            and a.shape[0] * a.shape[1] * b.shape[1] >= HOST_MATMUL_MIN_MACS
+            and a.device.type == "cpu" and b.device.type == "cpu" and a.dtype == b.dtype
+            and a.dtype in (torch.float32, torch.float64)
+            and not (a.requires_grad or b.requires_grad) and not (a.is_meta or b.is_meta)
+            and not (a.is_conj() or b.is_conj() or a.is_neg() or b.is_neg())):
+        an, bn = a.numpy(), b.numpy()
+        if not bn.flags.c_contiguous and a.data_ptr() != b.data_ptr():
+            bn = np.ascontiguousarray(bn)  # a transposed view (anchors.T): read C-ordered
+        return torch.from_numpy(np.matmul(an, bn))
+    return a @ b

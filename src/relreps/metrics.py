@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from relreps._backend import Array, same_kind, to_dask
-from relreps._numerics import pow2_global_scale, pow2_scale, rowwise_dot
+from relreps._numerics import host_matmul, pow2_global_scale, pow2_scale, rowwise_dot
 from relreps.errors import (
     InputTypeError,
     NonFiniteError,
@@ -79,7 +79,7 @@ __all__ = ["knn_indices", "retrieval_metrics", "jaccard_at_k", "mrr_at_k", "mutu
 RBF_MAX_SAMPLES = 10_000  # rbf CKA builds n x n float64 Gram matrices (0.8 GB each at this n)
 RSA_MAX_SAMPLES = 4_000   # rsa above this n: a seeded subsample of rows (8M pairs per RDM)
 _SHIFT_SAMPLE_ROWS = 2048  # rows (evenly spaced) whose mean is the shift of the linear CKA pass
-_BLOCK_ELEMENTS_LINEAR = 1 << 22  # entries of one row block in the linear CKA pass (16 MiB f32)
+_BLOCK_ELEMENTS_LINEAR = 1 << 24  # entries of one row block in the linear CKA pass (64 MiB f32)
 _EXACT_MAX_ELEMENTS = 1 << 27  # float64 accumulator entries compare_layers may hold (1 GiB)
 
 
@@ -309,7 +309,7 @@ class _ExactLinear:
         for k, (xt, _, kd) in enumerate(prepped):
             # Column sums in the input dtype, like the GEMM's own sums: over one block of rows
             # of (-2, 2) entries the error is far below the cross-product terms they correct.
-            batch = {"sum": xt.sum(0).double(), "C": (xt.T @ xt).double()}
+            batch = {"sum": xt.sum(0).double(), "C": host_matmul(xt.T, xt).double()}
             if self.debiased:
                 batch.update(skd=kd.sum(), skd2=kd.square().sum(),
                              vkd=(kd.to(xt.dtype) @ xt).double())
@@ -320,7 +320,7 @@ class _ExactLinear:
                 continue
             (xa, _, kda), (xb, _, kdb) = prepped[i], prepped[j]
             xa, xb = _common(xa, xb.to(xa.device))
-            batch = {"C": (xa.T @ xb).double()}
+            batch = {"C": host_matmul(xa.T, xb).double()}
             if self.debiased:
                 kdb = kdb.to(xa.device)
                 batch.update(skdld=(kda * kdb).sum(), vldx=(kdb.to(xa.dtype) @ xa).double(),
@@ -381,11 +381,18 @@ def _merge(acc: dict[str, torch.Tensor], batch: Mapping[str, torch.Tensor],
            f_new: Sequence[torch.Tensor]) -> None:
     """acc = acc * prod(f_old^p) + batch * prod(f_new^p), statistic by statistic (exact up to
     underflow of terms negligible against the largest scale)."""
+    # the common case (the scale did not grow) skips the rescaling; meta tensors have no values
+    unit_new = all(not f.is_meta and bool(f == 1) for f in f_new)
+    unit_old = all(not f.is_meta and bool(f == 1) for f in f_old)
     for name, value in batch.items():
         p = powers[name]
-        new = value * math.prod(f ** q for f, q in zip(f_new, p))
-        acc[name] = new if name not in acc else \
-            acc[name] * math.prod(f ** q for f, q in zip(f_old, p)) + new
+        new = value if unit_new else value * math.prod(f ** q for f, q in zip(f_new, p))
+        if name not in acc:
+            acc[name] = new
+        elif unit_old:
+            acc[name] = acc[name] + new
+        else:
+            acc[name] = acc[name] * math.prod(f ** q for f, q in zip(f_old, p)) + new
 
 
 def _use_gram(n: int, d1: int, d2: int) -> bool:

@@ -413,12 +413,12 @@ def _project_numpy(plan: _Plan, x: np.ndarray, step: int | None, out: np.ndarray
     if out is None and step >= n and not isinstance(x, np.memmap):
         if n == 0:
             return np.empty((0, plan.k), dtype=np_dtype)
-        with torch.no_grad():  # one block: the result tensor's memory is returned, no copy
+        with torch.no_grad(), _sim.numpy_products():  # one block: returned as computed
             return _apply_block(plan, _as_tensor(x, np_dtype, plan.sim.self_checking),
                                 base).numpy()
     res = np.empty((n, plan.k), dtype=np_dtype) if out is None else out
     narrow = res.dtype.itemsize < np_dtype.itemsize
-    with torch.no_grad():
+    with torch.no_grad(), _sim.numpy_products():
         for s in range(0, n, step):
             src = x[s:s + step]
             r = _apply_block(plan, _as_tensor(np.asarray(src), np_dtype,

@@ -27,14 +27,16 @@ their inputs are checked for NaN/inf and their outputs for shape, dtype and fini
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from relreps._numerics import pow2_global_scale, pow2_scale, scaled_rows
+from relreps._numerics import host_matmul, pow2_global_scale, pow2_scale, scaled_rows
 from relreps.errors import AnchorError, InputTypeError, RelrepsError
 from relreps.validation import check_bool, check_callable, check_int
 
@@ -284,6 +286,29 @@ def _scale_out(t: torch.Tensor, f: torch.Tensor | float) -> torch.Tensor:
     return t * f if t.requires_grad else t.mul_(f)
 
 
+# --------------------------------------------------------------------------- products
+
+_NUMPY_PRODUCTS: contextvars.ContextVar[bool] = contextvars.ContextVar("relreps_numpy_products",
+                                                                      default=False)
+
+
+@contextlib.contextmanager
+def numpy_products() -> Iterator[None]:
+    """Within this context the built-in similarities compute their matrix products with numpy's
+    BLAS (on CPU tensors outside autograd): numpy input gets numpy's BLAS and threads, as
+    ``x @ anchors.T`` would; torch input keeps torch's."""
+    token = _NUMPY_PRODUCTS.set(True)
+    try:
+        yield
+    finally:
+        _NUMPY_PRODUCTS.reset(token)
+
+
+def _matmul(x: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``x @ b``; with numpy's BLAS inside :func:`numpy_products`."""
+    return host_matmul(x, b) if _NUMPY_PRODUCTS.get() else x @ b
+
+
 # --------------------------------------------------------------------------- built-ins
 
 def _register_builtin(name: str, fn: Callable, *, invariances: set[str], description: str,
@@ -315,7 +340,7 @@ def _cosine(x: torch.Tensor, unit_anchors: torch.Tensor) -> torch.Tensor:
         bad = (~torch.isfinite(norms) | (norms == 0)).squeeze(1)
         if bool(bad.any()):
             raise BadRows(bad)
-    return (x @ unit_anchors.T).div_(norms)
+    return _matmul(x, unit_anchors.T).div_(norms)
 
 
 _register_builtin("cosine", _cosine, prepare=_unit, needs_nonzero=True,
@@ -366,9 +391,9 @@ def _inner(x: torch.Tensor, st: _RowScaled) -> torch.Tensor:
         return x @ st.a.T
     lo, hi = _band(x.dtype, x.shape[1])
     if st.in_band and _in_band(torch.linalg.vector_norm(x.detach(), dim=1), lo, hi):
-        return x @ st.a.T  # |x . a| <= |x| |a| <= hi^2: cannot overflow
+        return _matmul(x, st.a.T)  # |x . a| <= |x| |a| <= hi^2: cannot overflow
     sx = _row_scale(x)
-    return _check_rows(_times_pow2((x / sx) @ st.a_s.T, _exponent(sx) + st.e))
+    return _check_rows(_times_pow2(_matmul(x / sx, st.a_s.T), _exponent(sx) + st.e))
 
 
 _register_builtin("inner", _inner, prepare=_inner_prepare,
@@ -554,9 +579,9 @@ def _basis(x: torch.Tensor, st: _Pinv) -> torch.Tensor:
     if st.p is not None:
         lo, _ = _band(x.dtype, x.shape[1])
         if _in_band(torch.linalg.vector_norm(x.detach(), dim=1), lo, st.x_max):
-            return x @ st.p  # |(x p)_j| <= |x| |p_j| <= max / 4
+            return _matmul(x, st.p)  # |(x p)_j| <= |x| |p_j| <= max / 4
     sx = _row_scale(x)
-    return _check_rows(_times_pow2((x / sx) @ st.p_s, _exponent(sx) - st.e))
+    return _check_rows(_times_pow2(_matmul(x / sx, st.p_s), _exponent(sx) - st.e))
 
 
 _register_builtin("basis", _basis, prepare=_basis_prepare,
@@ -627,9 +652,9 @@ def _whiten_prepare(anchors: torch.Tensor) -> _Whitening:
 
 def _whitened_cosine(x: torch.Tensor, st: _Whitening) -> torch.Tensor:
     # A sample equal to the anchor mean has no direction after whitening: its row is 0.
-    z = (x.to(torch.float64) - st.mean) @ st.w
+    z = _matmul(x.to(torch.float64) - st.mean, st.w)
     norms = torch.linalg.vector_norm(z, dim=1, keepdim=True)
-    out = (z @ st.unit_anchors.T) / torch.where(norms == 0, torch.ones_like(norms), norms)
+    out = _matmul(z, st.unit_anchors.T) / torch.where(norms == 0, torch.ones_like(norms), norms)
     return out.to(x.dtype)
 
 
