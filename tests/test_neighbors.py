@@ -577,3 +577,48 @@ def test_sample_queries():
         N.sample_queries(10, 0)
     with pytest.raises(RelrepsError):
         N.sample_queries(10, 3, random_state=-1)
+
+
+def test_product_pass_rescores_only_the_rows_it_cannot_prove(monkeypatch):
+    """Distinct similarities: the order of the matrix products is proven right, nothing is
+    rescored. Near-ties: only their band is rescored. Many exact copies: the row goes to the
+    search that rescores as it goes. Every path gives the brute-force answer."""
+    counts = {"rescored": 0, "exact_rows": 0}
+    rescore, running = N._rescore, N._Running
+
+    def spy_rescore(Q, rows, items, cols):
+        counts["rescored"] += int(rows.numel())
+        return rescore(Q, rows, items, cols)
+
+    class SpyRunning(running):
+        def __init__(self, Q, *a, **kw):
+            counts["exact_rows"] += int(Q.shape[0])
+            super().__init__(Q, *a, **kw)
+
+    monkeypatch.setattr(N, "_rescore", spy_rescore)
+    monkeypatch.setattr(N, "_Running", SpyRunning)
+    rng = np.random.default_rng(5)
+    q, b = rng.normal(size=(200, 16)), rng.normal(size=(3000, 16))
+    np.testing.assert_array_equal(N.knn_indices(q, b, 5), brute_knn(q, b, 5))
+    assert counts == {"rescored": 0, "exact_rows": 0}
+    b2 = b.copy()
+    b2[1] = b2[0]  # one exact tie, inside a band of 2 items
+    q2 = np.vstack([b2[0] + 1e-3 * rng.normal(size=16), q[:10]])
+    np.testing.assert_array_equal(N.knn_indices(q2, b2, 5), brute_knn(q2, b2, 5))
+    assert 0 < counts["rescored"] <= 5 + N._MARGIN and counts["exact_rows"] == 0
+    b3 = b.copy()
+    b3[100:140] = b3[0]  # 41 copies: the band runs past the k + margin kept items
+    q3 = np.vstack([b3[0], q[:10]])
+    np.testing.assert_array_equal(N.knn_indices(q3, b3, 5), brute_knn(q3, b3, 5))
+    assert counts["exact_rows"] == 1
+
+
+def test_dask_tiles_return_rescored_values():
+    rng = np.random.default_rng(6)
+    q = torch.from_numpy(unit(rng.normal(size=(30, 8))).astype(np.float32))
+    b = torch.from_numpy(unit(rng.normal(size=(500, 8))).astype(np.float32))
+    base = N._Base(None, "inner", prepared=b)
+    plan = N.plan_blocks(30, 500, 8, 4)
+    v, i = N._search(q, base, 4, plan)
+    ref = (q.double()[:, None, :] * b.double()[i]).sum(-1)
+    torch.testing.assert_close(v, ref, rtol=0, atol=1e-15)

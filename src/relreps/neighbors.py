@@ -95,6 +95,7 @@ __all__ = ["knn_indices", "retrieval_metrics", "jaccard_at_k", "mrr_at_k", "mutu
 METRICS = ("cosine", "inner")
 METHODS = ("exact", "ivf", "hnsw")
 _SENTINEL = torch.iinfo(torch.int64).max  # the index of an empty slot of a running top-k
+_MARGIN = 4  # items kept past the k-th by the product pass (see _Products)
 _READ_ELEMENTS = 1 << 24  # elements per block when a whole array is scanned once
 
 
@@ -521,13 +522,105 @@ class _Running:
         self.vals[rows], self.idx[rows], self.tau[rows] = v, i, v[:, -1]
 
 
+class _Products:
+    """Running top-K of a block of query rows over tiles of items, by matrix product alone.
+
+    The first pass of a search: no rescoring. It keeps more than k items per row (K = k +
+    :data:`_MARGIN`),
+    enough for :func:`_resolve` to prove, for nearly every row, that it holds every item that
+    can be in the true top k. Ties of products go to the smaller index (tiles come in
+    increasing item order, so an item equal to the K-th product never enters).
+    """
+
+    def __init__(self, rows: int, K: int, sub: int, dtype: torch.dtype,
+                 device: torch.device) -> None:
+        self.K, self.sub, self.empty = K, sub, True
+        self.vals = torch.full((rows, K), -torch.inf, dtype=dtype, device=device)
+        self.idx = torch.full((rows, K), _SENTINEL, dtype=torch.int64, device=device)
+        self.tau = torch.full((rows,), -torch.inf, dtype=dtype, device=device)
+
+    def push(self, tile: torch.Tensor, items: torch.Tensor, start: int, width: int) -> None:
+        """Fold in the products of items [start, start + width) (see :meth:`_Running.push` for
+        the tile's layout); only sub-tiles whose maximum reaches the row's K-th product so far
+        are searched."""
+        K, sub = self.K, self.sub
+        rows, padded = tile.shape
+        dev = tile.device
+        subs = tile.view(rows, padded // sub, sub)
+        maxima = subs.amax(dim=2)
+        if self.empty:
+            self.empty = False
+            low = _kth_bound(maxima, K) if maxima.shape[1] > K else \
+                torch.full((rows,), -torch.inf, dtype=tile.dtype, device=dev)
+        else:
+            low = self.tau
+        r, s = torch.nonzero(maxima >= low[:, None], as_tuple=True)
+        if r.numel() == 0:
+            return
+        vals = subs[r, s]
+        fi, fj = torch.nonzero(vals >= low[r][:, None], as_tuple=True)
+        new_v = vals[fi, fj]
+        col = s[fi] * sub + fj
+        urows, counts = torch.unique_consecutive(r[fi], return_counts=True)
+        nr, most = urows.numel(), int(counts.max())
+        local = torch.repeat_interleave(torch.arange(nr, device=dev), counts)
+        slot = K + torch.arange(fi.numel(), device=dev) - (torch.cumsum(counts, 0) - counts)[local]
+        cand_v = torch.full((nr, K + most), -torch.inf, dtype=tile.dtype, device=dev)
+        cand_i = torch.full((nr, K + most), _SENTINEL, dtype=torch.int64, device=dev)
+        cand_v[:, :K], cand_i[:, :K] = self.vals[urows], self.idx[urows]
+        cand_v[local, slot] = new_v
+        cand_i[local, slot] = torch.where(col < width, col + start,
+                                          torch.full_like(col, _SENTINEL))
+        v, i = _select(cand_v, lambda rr, pos: cand_i[rr[:, None], pos], K)
+        self.vals[urows], self.idx[urows], self.tau[urows] = v, i, v[:, -1]
+
+
+def _resolve(run: _Products, Q: torch.Tensor, base: _Base, k: int, values: bool
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Exact top k from a product pass: (values, indices, rows still open).
+
+    A product differs from the rescored similarity by at most the row's tolerance t
+    (:func:`_gemm_tolerance`), so the true top k lies among the items whose product reaches
+    (k-th largest product) - 2t: k items have similarities of at least (k-th product) - t, and
+    such an item's similarity is below that. When the K kept products reach below that band,
+    the band is complete. If it holds just k items whose products are more than 2t apart, their
+    order is the true order: nothing is rescored unless `values` are wanted (the returned
+    values are then the products). Otherwise the band's items are rescored (:func:`_rescore`,
+    float64, position-free) and selected by the tie rule. Rows whose band runs past the K kept
+    items (many items within rounding of each other) are returned open, for the exact search
+    with rescoring.
+    """
+    tol = _gemm_tolerance(Q, base.item_norm)
+    dt = tol.dtype
+    pv, pi = run.vals.to(dt), run.idx
+    thr = pv[:, k - 1] - 2 * tol
+    last = pv[:, -1]
+    open_rows = (last >= thr) & (last > -torch.inf)
+    band = (pv >= thr[:, None]) & (pv > -torch.inf) & ~open_rows[:, None]
+    if not values:
+        gaps = pv[:, : k - 1] - pv[:, 1:k] if k > 1 else pv[:, :0]
+        clear = (band.sum(1) == k) & (gaps > 2 * tol[:, None]).all(1)
+        band &= ~clear[:, None]
+    r, c = torch.nonzero(band, as_tuple=True)
+    if not values and r.numel() == 0:
+        return pv[:, :k], pi[:, :k].clone(), torch.nonzero(open_rows).flatten()
+    vals = torch.full(pv.shape, -torch.inf, dtype=dt, device=pv.device)
+    if r.numel():
+        vals[r, c] = _rescore(Q.to(dt), r, base.take(pi[r, c]),
+                              torch.arange(r.numel(), device=r.device))
+    v, i = _select(vals, lambda rr, pos: pi[rr[:, None], pos], k)
+    if not values:
+        v[clear], i[clear] = pv[clear, :k], pi[clear, :k]
+    return v, i, torch.nonzero(open_rows).flatten()
+
+
 def _merge_topk(vals: torch.Tensor, idx: torch.Tensor, k: int
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge concatenated top-k lists (any item order) under the tie rule."""
     return _select(vals, lambda r, pos: idx[r[:, None], pos], k)
 
 
-def _push_tile(run: _Running, Q: torch.Tensor, items: torch.Tensor, start: int,
+def _push_tile(run: _Running | _Products, Q: torch.Tensor, items: torch.Tensor, start: int,
                buf: torch.Tensor, exclude: torch.Tensor | None) -> None:
     """One matrix product into the reused buffer, exclusions masked, folded into `run`."""
     rows, w = Q.shape[0], items.shape[0]
@@ -661,6 +754,15 @@ class _Base:
             f[s:s + blk.shape[0]], bad[s:s + blk.shape[0]] = _unit_divisors(blk, rows.name, s)
         self.f, self.bad = f, (bad if bool(bad.any()) else None)
 
+    def take(self, idx: torch.Tensor) -> torch.Tensor:
+        """Prepared rows at the indices `idx` (1-d), bit-identical to those :meth:`tile` gives."""
+        if self.prepared is not None:
+            return self.prepared[idx]
+        t = self.rows.take(idx.cpu().numpy())
+        if self.metric == "inner":
+            return t / self.scale
+        return _apply_unit(t, self.f[idx], None if self.bad is None else self.bad[idx])
+
     def tile(self, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """Prepared rows [start, stop), in `out` (a reused buffer of at least that many rows)."""
         if self.prepared is not None:
@@ -675,20 +777,32 @@ class _Base:
 
 def _search(Q: torch.Tensor, base: _Base, k: int, plan: BlockPlan,
             exclude: torch.Tensor | None = None, buf: torch.Tensor | None = None,
-            items: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            items: torch.Tensor | None = None, values: bool = True
+            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k (values, indices) of prepared query rows over all items of `base`.
 
-    Slots stay empty (index ``_SENTINEL``, value -inf) only when fewer than k items qualify.
+    The values are rescored similarities when `values` is true; otherwise only the indices are
+    meant (they are exact either way). Slots stay empty (index ``_SENTINEL``, value -inf) only
+    when fewer than k items qualify.
     """
     if buf is None:
         buf = _tile_buffer(Q.shape[0], plan, base.n, Q.dtype, Q.device)
     tiles = _item_tiles(base.n, plan)
     if items is None and base.prepared is None:
         items = _item_buffer(plan, base.n, base.rows.d, Q.dtype, Q.device)
-    run = _Running(Q, k, plan.sub_tile, base.item_norm)
+    K = max(k, min(k + _MARGIN, base.n))
+    fast = _Products(Q.shape[0], K, plan.sub_tile, Q.dtype, Q.device)
     for s, e in tiles:
-        _push_tile(run, Q, base.tile(s, e, items), s, buf, exclude)
-    return run.vals, run.idx
+        _push_tile(fast, Q, base.tile(s, e, items), s, buf, exclude)
+    vals, idx, open_rows = _resolve(fast, Q, base, k, values)
+    if open_rows.numel():  # items within rounding of each other: rescore as the search goes
+        Qo = Q[open_rows]
+        ex = None if exclude is None else exclude[open_rows]
+        run = _Running(Qo, k, plan.sub_tile, base.item_norm)
+        for s, e in tiles:
+            _push_tile(run, Qo, base.tile(s, e, items), s, buf, ex)
+        vals[open_rows], idx[open_rows] = run.vals, run.idx
+    return vals, idx
 
 
 def _item_buffer(plan: BlockPlan, n_items: int, d: int, dtype: torch.dtype,
@@ -858,7 +972,8 @@ def _knn_local(qrows: _Rows, base: _Base, k: int, metric: str, plan: BlockPlan,
         s, e = r
         buf, items, _ = bufs()
         Q = _prep(qrows.get(s, e), metric, qrows.name, s)
-        _, idx = _search(Q, base, k, plan, None if ex_all is None else ex_all[s:e], buf, items)
+        _, idx = _search(Q, base, k, plan, None if ex_all is None else ex_all[s:e], buf, items,
+                         values=False)
         _check_complete(idx)
         out[s:e] = idx.cpu().numpy()
 
@@ -918,7 +1033,7 @@ def _retrieval_local(src: _Rows, tgt: _Rows, qidx: np.ndarray | None, k: int, me
         qbuf[:m] = _prep(src.rows(s, e, sel), metric, src.name, row_ids=ids)
         if need_t:  # stacked: one product per tile serves both neighbourhoods
             qbuf[m:2 * m] = _prep(tgt.rows(s, e, sel), metric, tgt.name, row_ids=ids)
-        _, idx = _search(qbuf[:sets * m], base, k, plan, buf=buf, items=items)
+        _, idx = _search(qbuf[:sets * m], base, k, plan, buf=buf, items=items, values=False)
         _check_complete(idx)
         idx = idx.cpu().numpy()
         return _pair_counts(idx[:m], idx[m:] if need_t else None, ids, k)
