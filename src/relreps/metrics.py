@@ -500,8 +500,9 @@ def cka(a: Array, b: Array, kernel: str = "linear", debiased: bool = False,
         :class:`ShapeError` (subsample first).
 
     Linear CKA runs in feature space (X^T Y, X^T X, Y^T Y in the inputs' dtype, accumulated in
-    float64 over blocks of rows), or on n x n Gram matrices when there are fewer samples than
-    features (cheaper). Invariant to orthogonal maps, isotropic scaling and translation of
+    float64 over blocks of rows; large products of CPU data by numpy's BLAS, which computes
+    X^T X as a symmetric rank-k update), or on n x n Gram matrices when there are fewer samples
+    than features (cheaper). Invariant to orthogonal maps, isotropic scaling and translation of
     either space; exact across the float range.
     """
     kernel = check_choice(kernel, "kernel", ("linear", "rbf"))

@@ -498,7 +498,8 @@ def relative_projection(x: Array, anchors: Array, *, similarity: str | _sim.Simi
     ----------
     x : (n, d) array, tensor or dask array
         Samples, in the same latent space as the anchors. numpy (including ``np.memmap``,
-        streamed block by block) in, numpy out; torch in, torch out on the same device,
+        streamed block by block) in, numpy out, the products computed by numpy's BLAS (large
+        ones; :func:`relreps._numerics.host_matmul`); torch in, torch out on the same device,
         differentiable; dask in, a lazy dask array out (one task per row block of `x`, the
         prepared anchors shared by all tasks).
     anchors : (k, d) array or tensor
