@@ -10,16 +10,32 @@ constant columns, which is why it did not collapse. The fix (in `LatentTranslato
 that are constant on B's anchors keep their anchor value (`constant_features_`; the
 `constant_rtol=0` runs below show the behaviour before the fix).
 
-Part 1 (always, < 1 s): a synthetic minimal reproduction: a 32-d space A, B = A rotated and
-embedded in 35 dimensions of which 3 are dead, 24 anchors (fewer than the width, as 300 anchors
-for 384-d text encoders).
+Heads (validation-only protocol, docs/protocol.md): B's head is fitted on B's training rows only
+and its C is chosen by cross-validation on those rows (`CVLogisticRegression`), never on test
+rows. Two heads are reported, both with C chosen that way:
+
+- "protocol": `make_head("logreg-cv")`, the head every stitching experiment uses
+  (ConstantFeatureFilter, StandardScaler, CVLogisticRegression);
+- "bare": the same head without its ConstantFeatureFilter (StandardScaler, CVLogisticRegression),
+  i.e. the head the bug was found with, minus its hand-picked C.
+
+The filter drops features whose range over the fit rows is a few float32 ulps *of their own
+magnitude*; a dead unit is rounding noise near zero (|value| from 1e-35 to 3e-6 in MiniLM-L6 and
+mpnet) whose range is 0.5 to 1.6 times its largest magnitude, so the filter keeps it: it neither
+hides the failure nor protects against it. The translator's `constant_features_` (relative to
+the other features' spread) is what protects a head fitted on B. The script prints each head's
+chosen C and the features its filter dropped.
+
+Part 1 (always, a few seconds): a synthetic minimal reproduction: a 32-d space A, B = A rotated
+and embedded in 35 dimensions of which 3 are dead, 24 anchors (fewer than the width, as 300
+anchors for 384-d text encoders).
 Part 2 (``--text``): the real encoders on the compare experiment's AG News / TREC subsets
 (embeddings cached under $RELREPS_CACHE; computed once on first use, minutes on 2 cores).
 
     PYTHONPATH=src python scripts/translation_repro.py            # part 1
     PYTHONPATH=src python scripts/translation_repro.py --text ag_news trec
     PYTHONPATH=src python scripts/translation_repro.py --text ag_news \
-        --encoders minilm-l6,minilm-l3,mpnet      # widths 384 and 768: zero-padding both ways
+        --encoders minilm-l6,minilm-l3,e5-small,mpnet   # widths 384 and 768: padding both ways
 """
 
 from __future__ import annotations
@@ -30,17 +46,29 @@ import warnings
 import numpy as np
 
 from relreps import translation
+from relreps.stitching import ConstantFeatureFilter, make_head
 from relreps.translation import LatentTranslator
 
+#: The heads compared: name -> what it is (both choose C by cross-validation on B's fit rows).
+HEADS = {"protocol": "make_head('logreg-cv'): constant-feature filter, scaler, CV logistic",
+         "bare": "the same without the constant-feature filter: scaler, CV logistic"}
 
-def head(seed: int = 0):
-    """The compare experiment's head: StandardScaler + L2 logistic regression, C=0.01."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    return make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=2000,
-                                                              random_state=seed))
+def head(kind: str):
+    """B's head: ``"protocol"`` is ``make_head("logreg-cv")``; ``"bare"`` is that pipeline
+    without its first step (the ConstantFeatureFilter), so both choose C the same way."""
+    if kind not in HEADS:
+        raise ValueError(f"head kind must be one of {list(HEADS)}, got {kind!r}")
+    pipe = make_head("logreg-cv")
+    return pipe if kind == "protocol" else pipe[1:]
+
+
+def describe(clf, width: int) -> str:
+    """The fitted head's chosen C and the features its filter dropped (if it has one)."""
+    if not isinstance(clf[0], ConstantFeatureFilter):
+        return f"C = {clf[-1].C_:.3g}, no filter ({width} features)"
+    dropped = np.flatnonzero(~clf[0].keep_).tolist()
+    return f"C = {clf[-1].C_:.3g}, filter dropped {dropped or 'none'} of {width} features"
 
 
 def accuracy(method: str, guard: bool, anchors_a, anchors_b, test_a, y_test, clf) -> float:
@@ -51,8 +79,11 @@ def accuracy(method: str, guard: bool, anchors_a, anchors_b, test_a, y_test, clf
     return float((clf.predict(tr.transform(test_a)) == y_test).mean())
 
 
-def synthetic(seed: int = 0) -> dict[str, float]:
-    """32-d A with 4 classes; B = A rotated into 35-d with 3 dead features; 24 anchors."""
+def synthetic(seed: int = 0) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    """32-d A with 4 classes; B = A rotated into 35-d with 3 dead features; 24 anchors.
+
+    Returns ({head kind: {row: accuracy}}, {head kind: chosen C and dropped features}).
+    """
     rng = np.random.default_rng(seed)
     d, dead, n, k = 32, 3, 1200, 24
     centers = rng.normal(0, 0.4, (4, d))
@@ -65,14 +96,19 @@ def synthetic(seed: int = 0) -> dict[str, float]:
     b[:, [5, 17, 30]] = rng.normal(0, 1e-33, (n, dead))  # dead outputs, as in MiniLM-L6
     tr_rows, te_rows = np.arange(800), np.arange(800, n)
     anchors = rng.choice(tr_rows, k, replace=False)
-    clf = head(seed).fit(b[tr_rows], y[tr_rows])
-    out = {"non-stitched (B's head on B)": float((clf.predict(b[te_rows]) == y[te_rows]).mean())}
-    for method in ("orthogonal", "lstsq"):
-        for guard in (False, True):
-            key = f"{method}, {'constant features kept (fix)' if guard else 'before the fix'}"
-            out[key] = accuracy(method, guard, a[anchors], b[anchors], a[te_rows], y[te_rows],
-                                clf)
-    return out
+    out, info = {}, {}
+    for kind in HEADS:
+        clf = head(kind).fit(b[tr_rows], y[tr_rows])
+        info[kind] = describe(clf, b.shape[1])
+        acc = {"non-stitched (B's head on B)": float((clf.predict(b[te_rows]) == y[te_rows])
+                                                     .mean())}
+        for method in ("orthogonal", "lstsq"):
+            for guard in (False, True):
+                key = f"{method}, {'constant features kept (fix)' if guard else 'before the fix'}"
+                acc[key] = accuracy(method, guard, a[anchors], b[anchors], a[te_rows],
+                                    y[te_rows], clf)
+        out[kind] = acc
+    return out, info
 
 
 def text(dataset: str, anchor_counts: tuple[int, ...] = (300, 1000),
@@ -90,21 +126,26 @@ def text(dataset: str, anchor_counts: tuple[int, ...] = (300, 1000),
         lines.append(f"- {name}: constant features {dead.tolist()} (train std / RMS std: "
                      f"{', '.join(f'{s / rms:.1e}' for s in std[dead]) or '-'}; smallest "
                      f"live feature: {live.min() / rms:.2f}; RMS std {rms:.3f})")
-    heads = {b: head().fit(spaces[b][0], y_tr) for b in names}
-    lines += ["", "| A -> B | anchors | non-stitched (B) | orthogonal, before | orthogonal, fixed "
-              "| lstsq, before | lstsq, fixed |", "|---|---|---|---|---|---|---|"]
+    heads = {(kind, b): head(kind).fit(spaces[b][0], y_tr) for kind in HEADS for b in names}
+    lines += [""] + [f"- head {kind} on {b}: {describe(clf, spaces[b][0].shape[1])}"
+                     for (kind, b), clf in heads.items()]
+    lines += ["", "| A -> B | anchors | head | non-stitched (B) | orthogonal, before | "
+              "orthogonal, fixed | lstsq, before | lstsq, fixed |",
+              "|---|---|---|---|---|---|---|---|"]
     for k in anchor_counts:
         idx = np.random.default_rng(0).choice(len(y_tr), k, replace=False)
         for a in names:
             for b in names:
                 if a == b:
                     continue
-                own = float((heads[b].predict(spaces[b][1]) == y_te).mean())
-                cells = [accuracy(m, g, spaces[a][0][idx], spaces[b][0][idx], spaces[a][1],
-                                  y_te, heads[b])
-                         for m in ("orthogonal", "lstsq") for g in (False, True)]
-                lines.append(f"| {a} -> {b} | {k} | {own:.3f} | "
-                             + " | ".join(f"{c:.3f}" for c in cells) + " |")
+                for kind in HEADS:
+                    clf = heads[kind, b]
+                    own = float((clf.predict(spaces[b][1]) == y_te).mean())
+                    cells = [accuracy(m, g, spaces[a][0][idx], spaces[b][0][idx], spaces[a][1],
+                                      y_te, clf)
+                             for m in ("orthogonal", "lstsq") for g in (False, True)]
+                    lines.append(f"| {a} -> {b} | {k} | {kind} | {own:.3f} | "
+                                 + " | ".join(f"{c:.3f}" for c in cells) + " |")
     return lines
 
 
@@ -120,9 +161,12 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=RuntimeWarning)
     print("## Synthetic minimal reproduction (32-d A, 35-d B with 3 dead features, "
           "24 anchors)\n")
-    print("| translation | stitched accuracy |\n|---|---|")
-    for key, acc in synthetic().items():
-        print(f"| {key} | {acc:.3f} |")
+    acc, info = synthetic()
+    print("\n".join(f"- head {kind}: {HEADS[kind]}; {info[kind]}" for kind in HEADS) + "\n")
+    print("| translation | " + " | ".join(f"head {kind}" for kind in HEADS) + " |\n|---|"
+          + "---|" * len(HEADS))
+    for key in acc["protocol"]:
+        print(f"| {key} | " + " | ".join(f"{acc[kind][key]:.3f}" for kind in HEADS) + " |")
     for dataset in args.text:
         print(f"\n## {dataset} (compare experiment's full-scale subsets, anchor seed 0)\n")
         print("\n".join(text(dataset, encoders=encoders)))

@@ -125,13 +125,15 @@ def test_constant_target_features_keep_their_anchor_value(method, std_scaling):
     assert LatentTranslator(method).fit(a, small).constant_features_.size == 0
 
 
-def test_orthogonal_into_a_space_with_dead_features_keeps_its_head():
+@pytest.mark.parametrize("filtered", [True, False])
+def test_orthogonal_into_a_space_with_dead_features_keeps_its_head(filtered):
     """The minimal reproduction of issue 14.2 (scripts/translation_repro.py, part 1): B is a
     noisy rotation of A plus three dead features (as all-MiniLM-L6-v2); a standardising head
-    fitted on B read orthogonally translated A at chance before the fix."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+    fitted on B read orthogonally translated A at chance before the fix. The head is the
+    protocol's (`make_head("logreg-cv")`, C cross-validated on B's fit rows) with and without
+    its ConstantFeatureFilter: the dead features are noise around zero, not constant at float32
+    resolution, so the filter keeps them and only the translator's fix protects the head."""
+    from relreps.stitching import make_head
 
     rng = np.random.default_rng(0)
     d, n = 32, 1200
@@ -141,10 +143,14 @@ def test_orthogonal_into_a_space_with_dead_features_keeps_its_head():
     live = np.setdiff1d(np.arange(d + 3), [5, 17, 30])
     b[:, live] = a @ _orthogonal(d, rng) + 0.3 * rng.normal(size=(n, d))
     b[:, [5, 17, 30]] = rng.normal(0, 1e-33, (n, 3))
-    head = make_pipeline(StandardScaler(), LogisticRegression(C=0.01, max_iter=2000))
+    head = make_head("logreg-cv") if filtered else make_head("logreg-cv")[1:]
     head.fit(b[:800], y[:800])
+    if filtered:
+        assert head[0].keep_.all()  # the dead features pass the filter
     own = (head.predict(b[800:]) == y[800:]).mean()
     anchors = rng.choice(800, 24, replace=False)  # fewer anchors than dimensions
+    before = LatentTranslator("orthogonal", constant_rtol=0.0).fit(a[anchors], b[anchors])
+    assert (head.predict(before.transform(a[800:])) == y[800:]).mean() < 0.35  # the failure
     tr = LatentTranslator("orthogonal").fit(a[anchors], b[anchors])
     stitched = (head.predict(tr.transform(a[800:])) == y[800:]).mean()
     assert stitched > own - 0.15 and stitched > 0.6  # chance is 0.25
