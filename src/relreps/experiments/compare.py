@@ -583,24 +583,29 @@ def run(ctx: RunContext) -> Results:
             res.rows += [{"kind": "encoder_training", "benchmark": bench, "encoder": n, **c}
                          for n, r in data["training"].items() for c in r["curve"]]
         base = next(s for s in stats if s["method"] == "relative cosine (paper)")
-        best = max((s for s in stats if s["method"] != "relative cosine (paper)"
-                    and not np.isnan(s["stitched_acc"])), key=lambda s: s["stitched_acc"])
-        res.summary[f"{bench}_best_method"] = best["method"]
-        res.summary[f"{bench}_best_stitched_accuracy"] = round(best["stitched_acc"], 4)
+        # Post hoc: the highest *test* score among the other methods. The maximum of N noisy test
+        # scores is optimistic, and no method is chosen on validation data here; the keys say
+        # "posthoc_top" so that nobody reads it as a validated choice (docs/protocol.md).
+        others = [s for s in stats if s["method"] != base["method"]
+                  and not np.isnan(s["stitched_acc"])]
+        top = max(others, key=lambda s: s["stitched_acc"])
+        res.summary[f"{bench}_posthoc_n_methods"] = len(others)
+        res.summary[f"{bench}_posthoc_top_method"] = top["method"]
+        res.summary[f"{bench}_posthoc_top_stitched_accuracy"] = round(top["stitched_acc"], 4)
         res.summary[f"{bench}_cosine_stitched_accuracy"] = round(base["stitched_acc"], 4)
-        res.summary[f"{bench}_gain_over_cosine_points"] = round(
-            100 * (best["stitched_acc"] - base["stitched_acc"]), 2)
-        res.summary[f"{bench}_best_beats_cosine"] = bool(best["stitched_acc"]
-                                                         > base["stitched_acc"])
-        res.summary[f"{bench}_best_fit_ms_per_pair"] = round(best["fit_ms"], 2)
-        res.summary[f"{bench}_best_anchors"] = best["n_anchors"]
-        same = [s for s in stats if s["n_anchors"] == base["n_anchors"]
-                and s["method"] != base["method"] and not np.isnan(s["stitched_acc"])]
+        res.summary[f"{bench}_posthoc_top_gain_over_cosine_points"] = round(
+            100 * (top["stitched_acc"] - base["stitched_acc"]), 2)
+        res.summary[f"{bench}_posthoc_top_beats_cosine"] = bool(top["stitched_acc"]
+                                                                > base["stitched_acc"])
+        res.summary[f"{bench}_posthoc_top_fit_ms_per_pair"] = round(top["fit_ms"], 2)
+        res.summary[f"{bench}_posthoc_top_anchors"] = top["n_anchors"]
+        same = [s for s in others if s["n_anchors"] == base["n_anchors"]]
         if same:  # the fair comparison: no more parallel anchors than the paper's method
-            b2 = max(same, key=lambda s: s["stitched_acc"])
-            res.summary[f"{bench}_best_same_anchors_method"] = b2["method"]
-            res.summary[f"{bench}_best_same_anchors_gain_points"] = round(
-                100 * (b2["stitched_acc"] - base["stitched_acc"]), 2)
+            t2 = max(same, key=lambda s: s["stitched_acc"])
+            res.summary[f"{bench}_posthoc_same_anchors_n_methods"] = len(same)
+            res.summary[f"{bench}_posthoc_top_same_anchors_method"] = t2["method"]
+            res.summary[f"{bench}_posthoc_top_same_anchors_gain_points"] = round(
+                100 * (t2["stitched_acc"] - base["stitched_acc"]), 2)
         if bench == "digits":
             demo = _distillation(data, n_anchors, seeds, ctx, head)
             res.tables["digits: relative distillation (fresh encoder trained with the "
@@ -632,6 +637,11 @@ def run(ctx: RunContext) -> Results:
                      "building the stitching map or representation for one pair (head "
                      "training excluded). Absolute stitching is only defined between "
                      "equal-width spaces.")
+    res.notes.append("The summary's *_posthoc_top_* entries are the highest test stitched "
+                     "accuracy among the *_posthoc_n_methods methods other than plain cosine "
+                     "(*_posthoc_same_anchors_* among those with the paper's anchor count): a "
+                     "maximum over test scores, optimistic and chosen after the fact, not a "
+                     "method selected on validation data.")
     res.notes.append("Protocol (docs/protocol.md): every head is standardised features + L2 "
                      "logistic regression whose C is chosen by cross-validation on the training "
                      "rows of the space it is fit on (unless --opt <benchmark>_C fixes it); the "
