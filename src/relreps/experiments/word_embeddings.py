@@ -53,7 +53,7 @@ OPTIONS: dict[str, str] = {
     "window": "context window (5)",
     "negative": "negative samples (5)",
     "min_count": "minimum word count (smoke 3, full 5)",
-    "sample": "down-sampling threshold (smoke 1e-3, full 1e-4)",
+    "sample": "down-sampling threshold (1e-3)",
     "alpha": "initial learning rate (0.025)",
     "epochs": "training epochs (smoke 20, full 10)",
     "seed": "gensim's training seed (0)",
