@@ -272,8 +272,11 @@ def load_word_space(name: str) -> WordSpace:
 # ----------------------------------------------------------------------------------------------
 
 #: Training settings shared by Word2Vec and FastText unless overridden (see docs/word-embeddings).
+#: `sample` and `epochs` were chosen on validation query words of the word-embeddings experiment
+#: (scripts/select_word_training.py: sample {1e-3, 1e-4} x epochs {5, 10}); the rest are
+#: word2vec's / gensim's defaults, with skip-gram for both models.
 TRAIN_DEFAULTS: dict[str, Any] = {"vector_size": 100, "sg": 1, "window": 5, "negative": 5,
-                                  "min_count": 5, "sample": 1e-4, "alpha": 0.025, "epochs": 10,
+                                  "min_count": 5, "sample": 1e-3, "alpha": 0.025, "epochs": 10,
                                   "seed": 0, "workers": 2}
 #: FastText's extra settings: a bounded n-gram table (the default 2 M buckets need 2.4 GB).
 FASTTEXT_DEFAULTS: dict[str, Any] = {"bucket": 200_000, "min_n": 3, "max_n": 6}

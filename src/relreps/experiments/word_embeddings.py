@@ -53,7 +53,7 @@ OPTIONS: dict[str, str] = {
     "window": "context window (5)",
     "negative": "negative samples (5)",
     "min_count": "minimum word count (smoke 3, full 5)",
-    "sample": "down-sampling threshold (smoke 1e-3, full 1e-4)",
+    "sample": "down-sampling threshold (1e-3)",
     "alpha": "initial learning rate (0.025)",
     "epochs": "training epochs (smoke 20, full 10)",
     "seed": "gensim's training seed (0)",
@@ -125,6 +125,66 @@ def shared_vocabulary(counts: Mapping[str, int], spaces: Mapping[str, Any], n_wo
     return cand[skip:skip + n_words]
 
 
+def _vocabulary(cfg: Mapping[str, Any], counts: Mapping[str, int], spaces: Mapping[str, Any],
+                min_count: int, notes: list[str]) -> list[str]:
+    """The run's vocabulary: `shared_vocabulary` with the configured size, skip and GloVe
+    filter (GloVe taken from `spaces` when loaded there); checked to leave room for anchors."""
+    from relreps.encoders.words import load_glove
+
+    glove = None
+    if cfg["glove_filter"]:
+        glove = spaces.get("glove-6b-50d")
+        if glove is None:
+            try:
+                glove = load_glove()
+            except Exception as e:  # noqa: BLE001 - the filter is optional
+                notes.append(f"vocabulary not restricted to GloVe's words ({e})")
+    vocab = shared_vocabulary(counts, spaces, int(cfg["n_words"]), min_count=min_count,
+                              skip=int(cfg["skip"]), also_in=glove)
+    n_anchors = int(cfg["n_anchors"])
+    if len(vocab) <= n_anchors:
+        raise ValueError(f"only {len(vocab)} shared words for {n_anchors} anchors")
+    if len(vocab) < int(cfg["n_words"]):
+        notes.append(f"only {len(vocab)} words satisfy the vocabulary rule (asked for "
+                     f"{cfg['n_words']})")
+    return vocab
+
+
+def query_rows(n_vocab: int, n_queries: int, seed: int) -> np.ndarray | None:
+    """The experiment's (test) query words of Jaccard/MRR: `n_queries` sorted vocabulary rows
+    drawn with the run's base `seed`; None when `n_queries` is 0 or covers the vocabulary
+    (every word is a query)."""
+    if 0 < n_queries < n_vocab:
+        return np.sort(np.random.default_rng(seed).choice(n_vocab, n_queries, replace=False))
+    return None
+
+
+#: Mixed into the base seed to draw the validation query words (a stream of their own).
+_VALIDATION_STREAM = 0x76616C  # "val"
+
+
+def validation_query_rows(n_vocab: int, n_queries: int, seed: int,
+                          n_test_queries: int) -> np.ndarray:
+    """`n_queries` sorted vocabulary rows used only to choose settings: drawn with `seed`
+    (their own stream) among the rows that are NOT test queries (`query_rows(n_vocab,
+    n_test_queries, seed)`), so no test query word takes part in the choice.
+
+    Raises ValueError when the test queries are the whole vocabulary (n_test_queries 0 or >=
+    n_vocab) or leave fewer than `n_queries` words.
+    """
+    test = query_rows(n_vocab, n_test_queries, seed)
+    if test is None:
+        raise ValueError(f"the test queries are every vocabulary word (n_queries="
+                         f"{n_test_queries}, {n_vocab} words): no word is left for validation; "
+                         "set n_queries below the vocabulary size")
+    pool = np.setdiff1d(np.arange(n_vocab), test)
+    if not 0 < n_queries <= len(pool):
+        raise ValueError(f"{n_queries} validation queries asked, {len(pool)} vocabulary words "
+                         "are not test queries")
+    rng = np.random.default_rng([seed, _VALIDATION_STREAM])
+    return np.sort(rng.choice(pool, n_queries, replace=False))
+
+
 def _load_spaces(names: Sequence[str], corpus: Any, train: dict[str, Any], ctx: RunContext,
                  timings: dict[str, float], notes: list[str]) -> dict[str, Any]:
     from relreps.encoders.words import (
@@ -194,7 +254,6 @@ def run(ctx: RunContext) -> Results:
     import torch
 
     from relreps.datasets.words import load_corpus
-    from relreps.encoders.words import load_glove
     from relreps.projection import relative_projection
 
     cfg = _config(ctx)
@@ -219,23 +278,9 @@ def run(ctx: RunContext) -> Results:
             names.insert(0 if must == "word2vec" else 1, must)
     spaces = _load_spaces(names, corpus, train, ctx, timings, notes)
 
-    glove = None
-    if cfg["glove_filter"]:
-        glove = spaces.get("glove-6b-50d")
-        if glove is None:
-            try:
-                glove = load_glove()
-            except Exception as e:  # noqa: BLE001 - the filter is optional
-                notes.append(f"vocabulary not restricted to GloVe's words ({e})")
     counts = corpus.counts()
-    vocab = shared_vocabulary(counts, spaces, int(cfg["n_words"]), min_count=min_count,
-                              skip=int(cfg["skip"]), also_in=glove)
+    vocab = _vocabulary(cfg, counts, spaces, min_count, notes)
     n_anchors = int(cfg["n_anchors"])
-    if len(vocab) <= n_anchors:
-        raise ValueError(f"only {len(vocab)} shared words for {n_anchors} anchors")
-    if len(vocab) < int(cfg["n_words"]):
-        notes.append(f"only {len(vocab)} words satisfy the vocabulary rule (asked for "
-                     f"{cfg['n_words']})")
     ctx.log(f"[word-embeddings] vocabulary {len(vocab)} words; least frequent seen "
             f"{counts[vocab[-1]]} times")
 
@@ -246,9 +291,7 @@ def run(ctx: RunContext) -> Results:
         timings[f"embed {name} (s)"] = round(time.perf_counter() - t0, 1)
 
     n_q = int(cfg["n_queries"])
-    queries = None
-    if 0 < n_q < len(vocab):
-        queries = np.sort(np.random.default_rng(ctx.seed).choice(len(vocab), n_q, replace=False))
+    queries = query_rows(len(vocab), n_q, ctx.seed)
     cka_rows = None
     if 0 < int(cfg["cka_words"]) < len(vocab):
         cka_rows = np.sort(np.random.default_rng(ctx.seed + 1).choice(
@@ -627,3 +670,105 @@ def _figure(ctx: RunContext, emb, vocab, pair, n_anchors, n_groups, seed) -> str
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path.name
+
+
+# ----------------------------------------------------------------------------------------------
+# Training settings chosen on validation query words (scripts/select_word_training.py)
+# ----------------------------------------------------------------------------------------------
+
+#: The Word2Vec/FastText settings compared by `select_training_settings`: the two settings that
+#: were tuned by hand (gensim's default down-sampling 1e-3 vs 1e-4; 5 vs 10 epochs), skip-gram
+#: and everything else fixed. Ties go to the earlier point (the cheaper of equal scores first).
+TRAINING_GRID: tuple[dict[str, Any], ...] = (
+    {"sample": 1e-4, "epochs": 5}, {"sample": 1e-4, "epochs": 10},
+    {"sample": 1e-3, "epochs": 5}, {"sample": 1e-3, "epochs": 10})
+#: Validation query words and anchor seeds of the selection at full scale.
+VALIDATION_QUERIES = 500
+VALIDATION_SEEDS = 3
+
+
+def validation_scores(ctx: RunContext, settings: Mapping[str, Any], *,
+                      n_queries: int = VALIDATION_QUERIES,
+                      n_seeds: int = VALIDATION_SEEDS) -> dict[str, Any]:
+    """Relative MRR@5 between Word2Vec and FastText trained with `settings` (on top of the
+    run's training settings for `ctx`'s scale and options), on validation query words only.
+
+    Everything else is the experiment's own: corpus, vocabulary rule (`_vocabulary`), uniform
+    anchors (`_anchors`, `n_anchors` of the config, seeds `ctx.seeds(n_seeds)`), relative
+    projection with plain and anchor-centred cosine, both directions. The queries are
+    `validation_query_rows` (disjoint from the run's test queries `query_rows`); anchors may
+    be any vocabulary word, as in the run.
+
+    Returns the settings, `mrr` {"w2v->ft plain", "w2v->ft centred", "ft->w2v plain",
+    "ft->w2v centred"} -> (mean, std over seeds), the `criterion` (mean of the four),
+    per-seed `rows`, the validation query rows, the vocabulary size and a fingerprint of it
+    and of the validation queries (points are comparable only when both agree), training
+    times, notes.
+    """
+    from relreps.cache import content_key
+    from relreps.datasets.words import load_corpus
+    from relreps.encoders.words import TRAIN_DEFAULTS
+    from relreps.metrics import retrieval_metrics
+    from relreps.projection import relative_projection
+
+    cfg = _config(ctx)
+    unknown = set(settings) - set(TRAIN_KEYS)
+    if unknown:
+        raise ValueError(f"unknown training settings {sorted(unknown)}; known: {TRAIN_KEYS}")
+    train = {**cfg["train"], **settings}
+    min_count = int(train.get("min_count", TRAIN_DEFAULTS["min_count"]))
+    notes: list[str] = []
+    timings: dict[str, Any] = {}
+    corpus = load_corpus(cfg["corpus"])
+    spaces = _load_spaces(["word2vec", "fasttext"], corpus, train, ctx, timings, notes)
+    vocab = _vocabulary(cfg, corpus.counts(), spaces, min_count, notes)
+    test_q = query_rows(len(vocab), int(cfg["n_queries"]), ctx.seed)
+    val_q = validation_query_rows(len(vocab), n_queries, ctx.seed, int(cfg["n_queries"]))
+    if test_q is None or np.intersect1d(val_q, test_q).size:  # guaranteed by construction
+        raise AssertionError("validation queries overlap the test queries")
+    pair = ("word2vec", "fasttext")
+    emb = {n: np.ascontiguousarray(spaces[n].embed(vocab), dtype=np.float32) for n in pair}
+    rows: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    for seed in ctx.seeds(n_seeds):
+        anc = _anchors("uniform", emb[pair[0]], int(cfg["n_anchors"]), seed)
+        for center in (None, "anchors"):
+            rel = {n: relative_projection(emb[n], emb[n][anc], center=center) for n in pair}
+            for src, tgt in (pair, pair[::-1]):
+                m = retrieval_metrics(rel[src], rel[tgt], K, queries=val_q)
+                rows.append({"direction": f"{_SHORT[src]}->{_SHORT[tgt]}",
+                             "center": "centred" if center else "plain", "seed": seed, **m})
+    timings["validation metrics (s)"] = round(time.perf_counter() - t0, 1)
+    mrr = {}
+    for direction in ("w2v->ft", "ft->w2v"):
+        for center in ("plain", "centred"):
+            vals = [r["mrr"] for r in rows if r["direction"] == direction
+                    and r["center"] == center]
+            mrr[f"{direction} {center}"] = (float(np.mean(vals)), float(np.std(vals)))
+    return {"settings": dict(settings), "train": {**TRAIN_DEFAULTS, **train},
+            "mrr": mrr, "criterion": float(np.mean([m for m, _ in mrr.values()])),
+            "rows": rows, "n_vocab": len(vocab), "vocabulary_key": content_key(vocab),
+            "validation_queries_key": content_key(val_q.tolist()),
+            "validation_rows": val_q.tolist(),
+            "n_validation_queries": int(len(val_q)), "n_test_queries": int(len(test_q)),
+            "anchor_seeds": ctx.seeds(n_seeds), "timings": timings, "notes": notes}
+
+
+_SHORT = {"word2vec": "w2v", "fasttext": "ft"}
+
+
+def select_training_settings(scores: Sequence[Mapping[str, Any]]) -> int:
+    """Index of the grid point with the highest validation `criterion` (the first on ties).
+
+    Raises ValueError when `scores` is empty, a criterion is not finite, or the points were
+    not scored on the same vocabulary and validation queries (then they are not comparable).
+    """
+    if not scores:
+        raise ValueError("no grid point was scored")
+    for key in ("vocabulary_key", "validation_queries_key"):
+        if len({s[key] for s in scores}) != 1:
+            raise ValueError(f"the grid points differ in {key}: not comparable")
+    crit = np.asarray([float(s["criterion"]) for s in scores])
+    if not np.isfinite(crit).all():
+        raise ValueError(f"non-finite validation criterion: {crit.tolist()}")
+    return int(np.argmax(crit))
