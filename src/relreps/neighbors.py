@@ -438,6 +438,27 @@ def _select(cand: torch.Tensor, index_of: Any, k: int) -> tuple[torch.Tensor, to
     return tv, ti
 
 
+def _side_by_side(rows: torch.Tensor, vals: torch.Tensor, idx: torch.Tensor
+                  ) -> tuple[torch.Tensor, ...]:
+    """Each row's kept values and indices laid out with room for its new candidates.
+
+    `rows` (sorted) gives the row of every new candidate. Returns (urows, local, slot, cand_v,
+    cand_i): the rows that have candidates, each candidate's position (local row, slot) in the
+    (len(urows), width + most candidates) arrays, which hold the rows' `vals`/`idx` first and
+    -inf / ``_SENTINEL`` in the candidates' slots until the caller fills them.
+    """
+    dev, width = vals.device, vals.shape[1]
+    urows, counts = torch.unique_consecutive(rows, return_counts=True)
+    nr, most = urows.numel(), int(counts.max())
+    local = torch.repeat_interleave(torch.arange(nr, device=dev), counts)
+    first = (torch.cumsum(counts, 0) - counts)[local]  # each candidate's row starts here
+    slot = width + torch.arange(rows.numel(), device=dev) - first
+    cand_v = torch.full((nr, width + most), -torch.inf, dtype=vals.dtype, device=dev)
+    cand_i = torch.full((nr, width + most), _SENTINEL, dtype=torch.int64, device=dev)
+    cand_v[:, :width], cand_i[:, :width] = vals[urows], idx[urows]
+    return urows, local, slot, cand_v, cand_i
+
+
 class _Running:
     """Exact running top-k of a block of query rows over tiles of items.
 
@@ -498,13 +519,8 @@ class _Running:
         new_g = vals[fi, fj].to(self.tol.dtype)
         col = s[fi] * sub + fj
         # Lay each row's current top k and its new candidates side by side.
-        urows, counts = torch.unique_consecutive(r[fi], return_counts=True)
-        nr, most = urows.numel(), int(counts.max())
-        local = torch.repeat_interleave(torch.arange(nr, device=dev), counts)
-        slot = k + torch.arange(fi.numel(), device=dev) - (torch.cumsum(counts, 0) - counts)[local]
+        urows, local, slot, cand_v, cand_i = _side_by_side(r[fi], self.vals, self.idx)
         tol = self.tol[urows]
-        cand_v = torch.full((nr, k + most), -torch.inf, dtype=self.tol.dtype, device=dev)
-        cand_v[:, :k] = self.vals[urows]
         cand_v[local, slot] = new_g - tol[local]
         bound = torch.topk(cand_v, k, dim=1, sorted=False).values.amin(dim=1)
         keep = torch.nonzero((new_g >= bound[local] - tol[local]) & (new_g > -torch.inf)
@@ -512,8 +528,6 @@ class _Running:
         new_v = torch.full_like(new_g, -torch.inf)
         new_v[keep] = _rescore(self.Q, urows[local[keep]], items, col[keep])
         new_i = torch.where(col < width, col + start, torch.full_like(col, _SENTINEL))
-        cand_i = torch.full((nr, k + most), _SENTINEL, dtype=torch.int64, device=dev)
-        cand_i[:, :k] = self.idx[urows]
         cand_v[local, slot], cand_i[local, slot] = new_v, new_i
         v, i = _select(cand_v, lambda rr, pos: cand_i[rr[:, None], pos], k)
         self._store(urows, v, i)
@@ -561,13 +575,7 @@ class _Products:
         fi, fj = torch.nonzero(vals >= low[r][:, None], as_tuple=True)
         new_v = vals[fi, fj]
         col = s[fi] * sub + fj
-        urows, counts = torch.unique_consecutive(r[fi], return_counts=True)
-        nr, most = urows.numel(), int(counts.max())
-        local = torch.repeat_interleave(torch.arange(nr, device=dev), counts)
-        slot = K + torch.arange(fi.numel(), device=dev) - (torch.cumsum(counts, 0) - counts)[local]
-        cand_v = torch.full((nr, K + most), -torch.inf, dtype=tile.dtype, device=dev)
-        cand_i = torch.full((nr, K + most), _SENTINEL, dtype=torch.int64, device=dev)
-        cand_v[:, :K], cand_i[:, :K] = self.vals[urows], self.idx[urows]
+        urows, local, slot, cand_v, cand_i = _side_by_side(r[fi], self.vals, self.idx)
         cand_v[local, slot] = new_v
         cand_i[local, slot] = torch.where(col < width, col + start,
                                           torch.full_like(col, _SENTINEL))
