@@ -18,6 +18,19 @@ def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
     return min(times)
 
 
+def best_of_interleaved(fns: dict[str, Callable[[], Any]], repeat: int = 3) -> dict[str, float]:
+    """Best wall time of each function over `repeat` rounds, one call of each per round: a
+    baseline and the code measured against it see the same drift of the machine (memory
+    layout, page cache, other load) instead of being timed minutes apart."""
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
 def _status_kib(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
