@@ -12,6 +12,7 @@ import pytest
 from relreps.encoders.words import WordVectors
 from relreps.experiments import RunContext, available, run_experiment
 from relreps.experiments import word_embeddings as we
+from script_loader import loaded_script
 
 
 def test_registered():
@@ -124,21 +125,11 @@ def test_selection_picks_the_validation_argmax():
 def test_smoke_selection_script(tmp_path, capsys):
     """scripts/select_word_training.py at smoke scale (Lee corpus, one gensim thread): every
     grid point is scored on validation words only, and the chosen point is the argmax."""
-    import importlib.util
-    import sys
-
     pytest.importorskip("gensim")
-    path = Path(__file__).resolve().parents[1] / "scripts" / "select_word_training.py"
-    spec = importlib.util.spec_from_file_location("select_word_training", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["select_word_training"] = mod
-    try:
-        spec.loader.exec_module(mod)
-        out = tmp_path / "sel.json"
+    out = tmp_path / "sel.json"
+    with loaded_script("select_word_training") as mod:
         assert mod.main(["--scale", "smoke", "--opt", "n_queries=200", "--opt", "workers=1",
                          "--queries", "150", "--anchor-seeds", "2", "--out", str(out)]) == 0
-    finally:
-        sys.modules.pop("select_word_training", None)
     scores = json.loads(out.read_text())["scores"]
     assert [s["settings"] for s in scores] == list(we.TRAINING_GRID)
     n_vocab = scores[0]["n_vocab"]

@@ -7,28 +7,19 @@ whitened candidate; compare's test rows must never reach the selection.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from relreps.workflow.compare import prepare_comparison
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "select_compare_defaults.py"
+from script_loader import loaded_script
 
 
 @pytest.fixture(scope="module")
 def sel():
-    spec = importlib.util.spec_from_file_location("select_compare_defaults", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["select_compare_defaults"] = mod
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop("select_compare_defaults", None)
+    with loaded_script("select_compare_defaults") as mod:
+        yield mod
 
 
 def _pair(n: int = 900, d: int = 8, seed: int = 0):

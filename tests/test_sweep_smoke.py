@@ -8,13 +8,14 @@ their current counts).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from script_loader import loaded_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "robustness_sweep.py"
@@ -27,12 +28,8 @@ GATED_AREAS = ("projection", "estimator", "metrics", "anchors", "stitching", "tr
 
 @pytest.fixture(scope="module")
 def sweep():
-    spec = importlib.util.spec_from_file_location("robustness_sweep", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["robustness_sweep"] = mod
-    spec.loader.exec_module(mod)
-    yield mod
-    sys.modules.pop("robustness_sweep", None)
+    with loaded_script("robustness_sweep") as mod:
+        yield mod
 
 
 def _by_id(results):
