@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.overrides import TorchFunctionMode
 
-from relreps import metrics
+from relreps import _kernels, metrics
 from relreps import neighbors as N
 from relreps._numerics import rowwise_dot
 from relreps.errors import (
@@ -33,6 +33,18 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 SETTINGS = settings(max_examples=12, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture])
 TINY_PLANS = [None, N.BlockPlan(3, 64, 64), N.BlockPlan(7, 128, 64), N.BlockPlan(64, 192, 64)]
+
+
+@pytest.fixture(params=["compiled", "torch ops"])
+def kernel(request, monkeypatch):
+    """Both implementations of the product pass on CPU: the compiled loop (relreps._kernels)
+    and the torch operations that GPUs run."""
+    if request.param == "torch ops":
+        monkeypatch.setenv("RELREPS_NO_KERNELS", "1")
+    else:
+        monkeypatch.delenv("RELREPS_NO_KERNELS", raising=False)
+        assert _kernels.products_push() is not None, "numba is a dependency: kernel expected"
+    return request.param
 
 
 @pytest.fixture()
@@ -81,7 +93,7 @@ def with_duplicates(rng, x, count):
 @given(seed=st.integers(0, 10**6), nq=st.integers(1, 40), nb=st.integers(2, 700),
        d=st.integers(1, 12), k=st.integers(1, 9), metric=st.sampled_from(["cosine", "inner"]),
        exclude=st.booleans(), dups=st.integers(0, 30))
-def test_knn_indices_equal_brute_force(plan, seed, nq, nb, d, k, metric, exclude, dups):
+def test_knn_indices_equal_brute_force(kernel, plan, seed, nq, nb, d, k, metric, exclude, dups):
     rng = np.random.default_rng(seed)
     q = rng.normal(size=(nq, d))
     b = with_duplicates(rng, rng.normal(size=(nb, d)), dups)
@@ -95,7 +107,7 @@ def test_knn_indices_equal_brute_force(plan, seed, nq, nb, d, k, metric, exclude
 
 
 @pytest.mark.parametrize("plan", TINY_PLANS, indirect=True)
-def test_ties_rank_the_lowest_index_first(plan):
+def test_ties_rank_the_lowest_index_first(kernel, plan):
     # Many exact copies of a few directions: almost every similarity is tied.
     rng = np.random.default_rng(0)
     base = rng.normal(size=(4, 5))[rng.integers(0, 4, size=500)]
@@ -138,7 +150,7 @@ def position_dependent_mm(monkeypatch):
 
 
 @pytest.mark.parametrize("plan", TINY_PLANS[:3], indirect=True)
-def test_ties_survive_a_position_dependent_matrix_product(plan, position_dependent_mm):
+def test_ties_survive_a_position_dependent_matrix_product(kernel, plan, position_dependent_mm):
     rng = np.random.default_rng(12)
     q = rng.normal(size=(25, 6))
     b = with_duplicates(rng, rng.normal(size=(400, 6)), 120)
@@ -204,7 +216,7 @@ def test_parallel_query_blocks_give_the_same_results(plan, two_threads):
 @SETTINGS
 @given(seed=st.integers(0, 10**6), n=st.integers(8, 300), d=st.integers(2, 10),
        k=st.integers(1, 8), noise=st.sampled_from([0.1, 0.5, 2.0]), subset=st.booleans())
-def test_retrieval_metrics_equal_brute_force(plan, seed, n, d, k, noise, subset):
+def test_retrieval_metrics_equal_brute_force(kernel, plan, seed, n, d, k, noise, subset):
     rng = np.random.default_rng(seed)
     src = rng.normal(size=(n, d))
     tgt = with_duplicates(rng, src + noise * rng.normal(size=(n, d)), 3)
@@ -579,7 +591,7 @@ def test_sample_queries():
         N.sample_queries(10, 3, random_state=-1)
 
 
-def test_product_pass_rescores_only_the_rows_it_cannot_prove(monkeypatch):
+def test_product_pass_rescores_only_the_rows_it_cannot_prove(kernel, monkeypatch):
     """Distinct similarities: the order of the matrix products is proven right, nothing is
     rescored. Near-ties: only their band is rescored. Many exact copies: the row goes to the
     search that rescores as it goes. Every path gives the brute-force answer."""
@@ -622,3 +634,38 @@ def test_dask_tiles_return_rescored_values():
     v, i = N._search(q, base, 4, plan)
     ref = (q.double()[:, None, :] * b.double()[i]).sum(-1)
     torch.testing.assert_close(v, ref, rtol=0, atol=1e-15)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 10**6), rows=st.integers(1, 9), K=st.integers(1, 12),
+       tiles=st.integers(1, 5), levels=st.sampled_from([3, 50, 10**6]),
+       holes=st.floats(0, 0.5), dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_compiled_product_pass_equals_the_torch_operations(seed, rows, K, tiles, levels, holes,
+                                                            dtype):
+    """Same kept values and indices (ties: the smaller index) from the compiled loop and from
+    the torch operations, on tiles with many exact ties, excluded items (-inf) and padding."""
+    sub = 64
+    runs = {}
+    for name, env in (("compiled", "0"), ("ops", "1")):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("RELREPS_NO_KERNELS", env)
+            runs[name] = _product_pass(seed, rows, K, sub, tiles, levels, holes, dtype)
+    a, b = runs["compiled"], runs["ops"]
+    torch.testing.assert_close(a.vals, b.vals, rtol=0, atol=0)
+    np.testing.assert_array_equal(a.idx.numpy(), b.idx.numpy())
+    assert (a.vals[:, :-1] >= a.vals[:, 1:]).all()  # descending
+
+
+def _product_pass(seed, rows, K, sub, tiles, levels, holes, dtype):
+    run = N._Products(rows, K, sub, dtype, torch.device("cpu"))
+    start = 0
+    for t in range(tiles):
+        rng = np.random.default_rng([seed, t])
+        width = int(rng.integers(1, 4 * sub))
+        padded = -(-width // sub) * sub
+        vals = rng.integers(0, levels, size=(rows, padded)).astype(np.float64) / levels
+        vals[rng.random((rows, padded)) < holes] = -np.inf
+        vals[:, width:] = -np.inf
+        run.push(torch.tensor(vals, dtype=dtype), None, start, width)
+        start += width
+    return run

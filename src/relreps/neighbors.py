@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from relreps import _kernels
 from relreps._backend import Array, same_kind, to_dask
 from relreps._numerics import (
     pow2_global_scale,
@@ -356,8 +357,10 @@ def _gemm_tolerance(Q: torch.Tensor, item_norm: float) -> torch.Tensor:
     d = Q.shape[1]
     du = d * _gemm_unit_roundoff(Q.dtype, Q.device)
     factor = 2.5 * du / (1 - du) if du < 0.5 else 2.0
-    qn = torch.linalg.vector_norm(Q.to(_score_dtype(Q.device)), dim=1)
-    return qn * (factor * item_norm)
+    # norms in the rows' own dtype (no float64 copy of Q), raised by their own error bound
+    # (relative, below d eps; Higham 3.1): never below the true norms
+    qn = torch.linalg.vector_norm(Q, dim=1).to(_score_dtype(Q.device))
+    return qn * (factor * item_norm * (1 + d * torch.finfo(Q.dtype).eps))
 
 
 def _rescore(Q: torch.Tensor, rows: torch.Tensor, items: torch.Tensor, cols: torch.Tensor
@@ -438,6 +441,13 @@ def _select(cand: torch.Tensor, index_of: Any, k: int) -> tuple[torch.Tensor, to
     return tv, ti
 
 
+def _gather_subtiles(subs: torch.Tensor, r: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """The sub-tiles ``subs[r, s]`` of a contiguous (rows, sub-tiles, width) view, as rows: a
+    copy of contiguous runs (``index_select``), several times faster than advanced indexing."""
+    flat = subs.view(-1, subs.shape[2])
+    return flat.index_select(0, r * subs.shape[1] + s)
+
+
 def _side_by_side(rows: torch.Tensor, vals: torch.Tensor, idx: torch.Tensor
                   ) -> tuple[torch.Tensor, ...]:
     """Each row's kept values and indices laid out with room for its new candidates.
@@ -514,7 +524,7 @@ class _Running:
         if r.numel() == 0:
             return
         # The values of flagged sub-tiles that pass the row's threshold: the only candidates.
-        vals = subs[r, s]
+        vals = _gather_subtiles(subs, r, s)
         fi, fj = torch.nonzero(vals >= thr[r][:, None], as_tuple=True)
         new_g = vals[fi, fj].to(self.tol.dtype)
         col = s[fi] * sub + fj
@@ -562,16 +572,25 @@ class _Products:
         dev = tile.device
         subs = tile.view(rows, padded // sub, sub)
         maxima = subs.amax(dim=2)
-        if self.empty:
-            self.empty = False
+        first, self.empty = self.empty, False
+        if first:  # nothing below the bound is in the row's top K
             low = _kth_bound(maxima, K) if maxima.shape[1] > K else \
                 torch.full((rows,), -torch.inf, dtype=tile.dtype, device=dev)
         else:
             low = self.tau
+        kernel = _kernels.products_push() if dev.type == "cpu" else None
+        if kernel is not None:  # one compiled loop, same result as the operations below
+            # it admits products above max(K-th kept, floor): floor just below `low` on the
+            # first tile (products equal to the bound may enter), the kept K-th after it
+            floor = torch.nextafter(low, torch.full_like(low, -torch.inf))
+            kernel(*(t.detach().cpu().numpy() for t in (tile, maxima)), width, start, sub,
+                   *(t.cpu().numpy() for t in (self.vals, self.idx, floor)))  # no copies
+            self.tau = self.vals[:, -1].clone()
+            return
         r, s = torch.nonzero(maxima >= low[:, None], as_tuple=True)
         if r.numel() == 0:
             return
-        vals = subs[r, s]
+        vals = _gather_subtiles(subs, r, s)
         fi, fj = torch.nonzero(vals >= low[r][:, None], as_tuple=True)
         new_v = vals[fi, fj]
         col = s[fi] * sub + fj
@@ -609,17 +628,24 @@ def _resolve(run: _Products, Q: torch.Tensor, base: _Base, k: int, values: bool
         gaps = pv[:, : k - 1] - pv[:, 1:k] if k > 1 else pv[:, :0]
         clear = (band.sum(1) == k) & (gaps > 2 * tol[:, None]).all(1)
         band &= ~clear[:, None]
+    open_idx = torch.nonzero(open_rows).flatten()
+    if not values:  # only the rows with a band are rescored and selected; the rest stand
+        v, i = pv[:, :k], pi[:, :k].clone()
+        sel = torch.nonzero(band.any(1)).flatten()
+        if sel.numel() == 0:
+            return v, i, open_idx
+        band, pv, pi, Q = band[sel], pv[sel], pi[sel], Q[sel]
     r, c = torch.nonzero(band, as_tuple=True)
-    if not values and r.numel() == 0:
-        return pv[:, :k], pi[:, :k].clone(), torch.nonzero(open_rows).flatten()
     vals = torch.full(pv.shape, -torch.inf, dtype=dt, device=pv.device)
     if r.numel():
-        vals[r, c] = _rescore(Q.to(dt), r, base.take(pi[r, c]),
+        vals[r, c] = _rescore(Q, r, base.take(pi[r, c]),
                               torch.arange(r.numel(), device=r.device))
-    v, i = _select(vals, lambda rr, pos: pi[rr[:, None], pos], k)
-    if not values:
-        v[clear], i[clear] = pv[clear, :k], pi[clear, :k]
-    return v, i, torch.nonzero(open_rows).flatten()
+    bv, bi = _select(vals, lambda rr, pos: pi[rr[:, None], pos], k)
+    if values:
+        return bv, bi, open_idx
+    v = v.clone()
+    v[sel], i[sel] = bv, bi
+    return v, i, open_idx
 
 
 def _merge_topk(vals: torch.Tensor, idx: torch.Tensor, k: int
