@@ -595,8 +595,8 @@ def test_product_pass_rescores_only_the_rows_it_cannot_prove(kernel, monkeypatch
     """Distinct similarities: the order of the matrix products is proven right, nothing is
     rescored. Near-ties: only their band is rescored. Many exact copies: the row goes to the
     search that rescores as it goes. Every path gives the brute-force answer."""
-    counts = {"rescored": 0, "exact_rows": 0}
-    rescore, running = N._rescore, N._Running
+    counts = {"rescored": 0, "exact_rows": 0, "wide_rows": 0}
+    rescore, running, products = N._rescore, N._Running, N._Products
 
     def spy_rescore(Q, rows, items, cols):
         counts["rescored"] += int(rows.numel())
@@ -607,17 +607,38 @@ def test_product_pass_rescores_only_the_rows_it_cannot_prove(kernel, monkeypatch
             counts["exact_rows"] += int(Q.shape[0])
             super().__init__(Q, *a, **kw)
 
+    class SpyProducts(products):
+        def __init__(self, rows, K, sub, dtype, device):
+            if dtype == torch.float64:
+                counts["wide_rows"] += rows
+            super().__init__(rows, K, sub, dtype, device)
+
     monkeypatch.setattr(N, "_rescore", spy_rescore)
     monkeypatch.setattr(N, "_Running", SpyRunning)
+    monkeypatch.setattr(N, "_Products", SpyProducts)
     rng = np.random.default_rng(5)
     q, b = rng.normal(size=(200, 16)), rng.normal(size=(3000, 16))
     np.testing.assert_array_equal(N.knn_indices(q, b, 5), brute_knn(q, b, 5))
-    assert counts == {"rescored": 0, "exact_rows": 0}
+    assert counts["rescored"] == 0 and counts["exact_rows"] == 0
     b2 = b.copy()
     b2[1] = b2[0]  # one exact tie, inside a band of 2 items
     q2 = np.vstack([b2[0] + 1e-3 * rng.normal(size=16), q[:10]])
     np.testing.assert_array_equal(N.knn_indices(q2, b2, 5), brute_knn(q2, b2, 5))
     assert 0 < counts["rescored"] <= 5 + N._MARGIN and counts["exact_rows"] == 0
+    # 200 float32 items at cosines 1 - j * 5e-7 from the query: distinct far beyond the
+    # rounding of float32 unit rows (~1e-7), all within the float32 products' band (~5e-6 at
+    # d=16): the band runs past the kept items, the float64 product pass separates them
+    counts["wide_rows"] = 0  # float64 passes from here on are the second passes
+    u = unit(rng.normal(size=(1, 16)))[0]
+    w = rng.normal(size=(200, 16))
+    w = unit(w - (w @ u)[:, None] * u)
+    theta = np.arccos(1 - 5e-7 * rng.permutation(np.arange(1, 201)))
+    b4 = b.astype(np.float32)
+    b4[500:700] = (np.cos(theta)[:, None] * u + np.sin(theta)[:, None] * w).astype(np.float32)
+    q4 = np.vstack([u, 1.5 * u]).astype(np.float32)
+    got = N.knn_indices(q4, b4, 5)
+    np.testing.assert_array_equal(got, brute_knn(q4.astype(np.float64), b4.astype(np.float64), 5))
+    assert counts["exact_rows"] == 0 and counts["wide_rows"] == 2
     b3 = b.copy()
     b3[100:140] = b3[0]  # 41 copies: the band runs past the k + margin kept items
     q3 = np.vstack([b3[0], q[:10]])

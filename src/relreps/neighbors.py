@@ -829,6 +829,20 @@ def _search(Q: torch.Tensor, base: _Base, k: int, plan: BlockPlan,
     for s, e in tiles:
         _push_tile(fast, Q, base.tile(s, e, items), s, buf, exclude)
     vals, idx, open_rows = _resolve(fast, Q, base, k, values)
+    wide = _score_dtype(Q.device)
+    if open_rows.numel() and Q.dtype != wide:
+        # Items within float32 rounding of each other (dense clusters, near-duplicates): a
+        # second product pass in float64 over those rows, whose rounding bound is ~1e9 times
+        # smaller; the items' prepared rows are the same, converted exactly.
+        Qo = Q[open_rows].to(wide)
+        ex = None if exclude is None else exclude[open_rows]
+        again = _Products(Qo.shape[0], K, plan.sub_tile, wide, Q.device)
+        buf64 = _tile_buffer(Qo.shape[0], plan, base.n, wide, Q.device)
+        for s, e in tiles:
+            _push_tile(again, Qo, base.tile(s, e, items).to(wide), s, buf64, ex)
+        v, i, still = _resolve(again, Qo, base, k, values)
+        vals[open_rows], idx[open_rows] = v, i
+        open_rows = open_rows[still]
     if open_rows.numel():  # items within rounding of each other: rescore as the search goes
         Qo = Q[open_rows]
         ex = None if exclude is None else exclude[open_rows]
