@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 from typing import Any
+
 _lock = threading.Lock()
 _compiled: dict[str, Any] = {}
 
