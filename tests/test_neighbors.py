@@ -639,6 +639,11 @@ def test_product_pass_rescores_only_the_rows_it_cannot_prove(kernel, monkeypatch
     got = N.knn_indices(q4, b4, 5)
     np.testing.assert_array_equal(got, brute_knn(q4.astype(np.float64), b4.astype(np.float64), 5))
     assert counts["exact_rows"] == 0 and counts["wide_rows"] == 2
+    with monkeypatch.context() as m:  # past the size limit of the float64 pass: same answer
+        m.setattr(N, "_WIDE_PASS_MAX_ITEMS", len(b4) - 1)
+        np.testing.assert_array_equal(N.knn_indices(q4, b4, 5), got)
+    assert counts["exact_rows"] == 2 and counts["wide_rows"] == 2
+    counts["exact_rows"] = 0
     b3 = b.copy()
     b3[100:140] = b3[0]  # 41 copies: the band runs past the k + margin kept items
     q3 = np.vstack([b3[0], q[:10]])

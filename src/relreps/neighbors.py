@@ -97,6 +97,7 @@ METRICS = ("cosine", "inner")
 METHODS = ("exact", "ivf", "hnsw")
 _SENTINEL = torch.iinfo(torch.int64).max  # the index of an empty slot of a running top-k
 _MARGIN = 4  # items kept past the k-th by the product pass (see _Products)
+_WIDE_PASS_MAX_ITEMS = 1 << 16  # up to this many items, open rows get a float64 pass (_search)
 _READ_ELEMENTS = 1 << 24  # elements per block when a whole array is scanned once
 
 
@@ -830,10 +831,12 @@ def _search(Q: torch.Tensor, base: _Base, k: int, plan: BlockPlan,
         _push_tile(fast, Q, base.tile(s, e, items), s, buf, exclude)
     vals, idx, open_rows = _resolve(fast, Q, base, k, values)
     wide = _score_dtype(Q.device)
-    if open_rows.numel() and Q.dtype != wide:
+    if open_rows.numel() and Q.dtype != wide and base.n <= _WIDE_PASS_MAX_ITEMS:
         # Items within float32 rounding of each other (dense clusters, near-duplicates): a
         # second product pass in float64 over those rows, whose rounding bound is ~1e9 times
-        # smaller; the items' prepared rows are the same, converted exactly.
+        # smaller; the items' prepared rows are the same, converted exactly. It costs about
+        # two float32 passes: cheaper than rescoring as the search goes (below) for up to
+        # ~50k items, dearer beyond, where that search's bookkeeping is amortised.
         Qo = Q[open_rows].to(wide)
         ex = None if exclude is None else exclude[open_rows]
         again = _Products(Qo.shape[0], K, plan.sub_tile, wide, Q.device)
