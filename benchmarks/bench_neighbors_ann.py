@@ -13,6 +13,7 @@ a seeded subset of queries against all N items and extrapolated linearly to N qu
 
     python benchmarks/bench_neighbors_ann.py                    # N = 10k ... 1M (lead)
     python benchmarks/bench_neighbors_ann.py --n 5000 --out /tmp/bench   # smoke
+    python benchmarks/bench_neighbors_ann.py --exact-only --exact-queries 2048  # exact alone
 """
 
 from __future__ import annotations
@@ -60,19 +61,43 @@ def run_one(n: int, d: int, k: int, method: str, recall_queries: int, target: fl
                                target_recall=target)
     t_approx = time.perf_counter() - t0
     peak = (peak_rss_kib() - before) / 1024
+    exact = exact_timing(src, tgt, k, exact_queries)
+    return {"n": n, "d": d, "k": k, "method": method, "approx_s": t_approx,
+            "recall_at_k": approx["recall_at_k"], "recall_queries": approx["recall_queries"],
+            "target_recall": target, "approx_jaccard": approx["jaccard"],
+            "approx_mrr": approx["mrr"], **exact,
+            "speedup": exact["exact_s_all_queries"] / t_approx, "approx_peak_extra_mib": peak}
+
+
+def exact_timing(src: np.ndarray, tgt: np.ndarray, k: int, exact_queries: int) -> dict:
+    """Exact search on a seeded subset of queries against all items, extrapolated to N."""
+    n = len(src)
     n_q = min(n, exact_queries)
     queries = None if n_q == n else sample_queries(n, n_q, random_state=7)
     t0 = time.perf_counter()
     exact = retrieval_metrics(src, tgt, k, queries=queries)
     t_exact = (time.perf_counter() - t0) * n / n_q
-    return {"n": n, "d": d, "k": k, "method": method, "approx_s": t_approx,
-            "recall_at_k": approx["recall_at_k"], "recall_queries": approx["recall_queries"],
-            "target_recall": target, "approx_jaccard": approx["jaccard"],
-            "approx_mrr": approx["mrr"], "exact_s_all_queries": t_exact,
-            "exact_queries_timed": n_q, "exact_extrapolated": n_q < n,
-            "exact_jaccard_on_timed_queries": exact["jaccard"],
-            "exact_mrr_on_timed_queries": exact["mrr"], "speedup": t_exact / t_approx,
-            "approx_peak_extra_mib": peak}
+    return {"exact_s_all_queries": t_exact, "exact_queries_timed": n_q,
+            "exact_extrapolated": n_q < n, "exact_jaccard_on_timed_queries": exact["jaccard"],
+            "exact_mrr_on_timed_queries": exact["mrr"]}
+
+
+def exact_only(args: argparse.Namespace) -> dict:
+    """``--exact-only``: the exact timing alone, on the same data and queries."""
+    retrieval_metrics(*embeddings(2000, args.d), args.k)  # compile the search's loops first
+    rows = [{"n": n, "d": args.d, "k": args.k, **exact_timing(*embeddings(n, args.d), args.k,
+                                                                args.exact_queries)}
+            for n in args.n]
+    result = {"benchmark": "exact retrieval metrics on the clustered data", "data": GENERATOR,
+              "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                          "torch_threads": torch.get_num_threads()}, "rows": rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "neighbors_exact_clustered.json").write_text(json.dumps(result, indent=2))
+    report(f"exact Jaccard@{args.k} + MRR@{args.k} on clustered data, d={args.d} "
+           f"(results in {args.out / 'neighbors_exact_clustered.json'})", [
+               (f"N={r['n']:,}", f"all queries {r['exact_s_all_queries']:.1f} s"
+                f"{' (extrapolated)' if r['exact_extrapolated'] else ''}") for r in rows])
+    return result
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -86,8 +111,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--target-recall", type=float, default=0.95)
     p.add_argument("--exact-queries", type=int, default=4096,
                    help="query rows of the exact timing (seeded subset, extrapolated to N)")
+    p.add_argument("--exact-only", action="store_true",
+                   help="time only the exact search (neighbors_exact_clustered.json)")
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    if args.exact_only:
+        return exact_only(args)
     rows = [run_one(n, args.d, args.k, m, args.recall_queries, args.target_recall,
                     args.exact_queries) for n in args.n for m in args.method]
     result = {"benchmark": "approximate vs exact retrieval metrics", "data": GENERATOR,

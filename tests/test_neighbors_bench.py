@@ -31,6 +31,12 @@ def test_benchmarks_write_results_and_the_report_fills_the_doc(tmp_path, monkeyp
     assert {r["method"] for r in approx["rows"]} == {"hnsw", "ivf"}
     assert all(0.5 <= r["recall_at_k"] <= 1 for r in approx["rows"])
     assert json.loads((tmp_path / "neighbors_approx.json").read_text()) == approx
+    alone = bench_neighbors_ann.main(["--exact-only", "--n", "1200", "--d", "16",
+                                      "--exact-queries", "300", "--out", str(tmp_path)])
+    (row,) = alone["rows"]
+    assert row["exact_extrapolated"] and row["exact_queries_timed"] == 300
+    same = [r for r in approx["rows"] if r["method"] == "hnsw"][0]  # same data and queries
+    assert row["exact_jaccard_on_timed_queries"] == same["exact_jaccard_on_timed_queries"]
 
     doc = tmp_path / "docs" / "scaling.md"
     doc.parent.mkdir()
