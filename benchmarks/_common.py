@@ -8,14 +8,25 @@ from pathlib import Path
 from typing import Any
 
 
-def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
-    """Best wall time of `repeat` calls, in seconds."""
-    times = []
-    for _ in range(repeat):
+def best_of(fn: Callable[[], Any], repeat: int | None = 3, budget: float = 3.0) -> float:
+    """Best wall time of `repeat` calls, in seconds; with ``repeat=None``, of as many calls (1 to
+    5) as fit in about `budget` seconds (short timings best-of-several, long ones once)."""
+    times: list[float] = []
+    while len(times) < (repeat or 5) and (repeat or not times or sum(times) < budget):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
     return min(times)
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine fields every benchmark JSON records."""
+    import platform
+
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor(),
+            "torch_threads": torch.get_num_threads()}
 
 
 def best_of_interleaved(fns: dict[str, Callable[[], Any]], repeat: int = 3) -> dict[str, float]:

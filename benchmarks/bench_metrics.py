@@ -24,16 +24,13 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import platform
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from _common import peak_rss_kib, report, reset_peak_rss
+from _common import best_of, machine_info, peak_rss_kib, report, reset_peak_rss
 from relreps.neighbors import _splits, plan_blocks, retrieval_metrics, sample_queries
 
 RESULTS = Path(__file__).parent / "results"
@@ -98,22 +95,10 @@ def bare_gemms(src: np.ndarray, tgt: np.ndarray, queries: np.ndarray, k: int,
                 call = functools.partial(products, rows, items, _splits(len(Q), rows))
             else:
                 call = functools.partial(pooled, rows, items)
-            dt = best_time(call, repeat)
+            dt = best_of(call, repeat)
             if dt < best:
                 best, best_shape = dt, f"{rows} x {items}, {style}"
     return best, best_shape
-
-
-def best_time(fn: Callable[[], object], repeat: int | None) -> float:
-    """Best wall time of `fn` over `repeat` calls; with None, over as many calls (1 to 5) as
-    fit in about 3 s, so that short timings (small N) are best-of-several like the baseline's
-    block shapes, and long ones (1M) run once."""
-    times: list[float] = []
-    while len(times) < (repeat or 5) and (repeat or not times or sum(times) < 3.0):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def run_one(n: int, d: int, k: int, max_queries: int, repeat: int | None) -> dict:
@@ -129,7 +114,7 @@ def run_one(n: int, d: int, k: int, max_queries: int, repeat: int | None) -> dic
         values.update(retrieval_metrics(src, tgt, k, queries=queries))
         peak[0] = max(peak[0], (peak_rss_kib() - before) / 1024)
 
-    best = best_time(metrics_call, repeat)
+    best = best_of(metrics_call, repeat)
     peak = peak[0]
     scale = n / n_q
     return {"n": n, "d": d, "k": k, "queries_timed": n_q, "extrapolated": n_q < n,
@@ -159,8 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
                             rtol=0, atol=1e-9))
     rows = [run_one(n, args.d, args.k, args.max_queries, args.repeat) for n in args.n]
     result = {"benchmark": "exact retrieval metrics vs bare GEMMs",
-              "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "torch_threads": torch.get_num_threads()},
+              "machine": machine_info(),
               "same_values_as_naive": same, "naive_n": args.n_naive, "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "neighbors_exact.json").write_text(json.dumps(result, indent=2))

@@ -20,14 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from _common import peak_rss_kib, report, reset_peak_rss
+from _common import machine_info, peak_rss_kib, report, reset_peak_rss
 from relreps.neighbors import retrieval_metrics, sample_queries
 
 RESULTS = Path(__file__).parent / "results"
@@ -89,8 +87,7 @@ def exact_only(args: argparse.Namespace) -> dict:
                                                                 args.exact_queries)}
             for n in args.n]
     result = {"benchmark": "exact retrieval metrics on the clustered data", "data": GENERATOR,
-              "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "torch_threads": torch.get_num_threads()}, "rows": rows}
+              "machine": machine_info(), "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "neighbors_exact_clustered.json").write_text(json.dumps(result, indent=2))
     report(f"exact Jaccard@{args.k} + MRR@{args.k} on clustered data, d={args.d} "
@@ -120,8 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = [run_one(n, args.d, args.k, m, args.recall_queries, args.target_recall,
                     args.exact_queries) for n in args.n for m in args.method]
     result = {"benchmark": "approximate vs exact retrieval metrics", "data": GENERATOR,
-              "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "torch_threads": torch.get_num_threads()},
+              "machine": machine_info(),
               "rows": rows}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "neighbors_approx.json").write_text(json.dumps(result, indent=2))

@@ -562,7 +562,7 @@ class _Products:
         self.K, self.sub, self.empty = K, sub, True
         self.vals = torch.full((rows, K), -torch.inf, dtype=dtype, device=device)
         self.idx = torch.full((rows, K), _SENTINEL, dtype=torch.int64, device=device)
-        self.tau = torch.full((rows,), -torch.inf, dtype=dtype, device=device)
+        self.kernel = _kernels.products_push() if device.type == "cpu" else None
 
     def push(self, tile: torch.Tensor, items: torch.Tensor, start: int, width: int) -> None:
         """Fold in the products of items [start, start + width) (see :meth:`_Running.push` for
@@ -578,15 +578,13 @@ class _Products:
             low = _kth_bound(maxima, K) if maxima.shape[1] > K else \
                 torch.full((rows,), -torch.inf, dtype=tile.dtype, device=dev)
         else:
-            low = self.tau
-        kernel = _kernels.products_push() if dev.type == "cpu" else None
-        if kernel is not None:  # one compiled loop, same result as the operations below
-            # it admits products above max(K-th kept, floor): floor just below `low` on the
-            # first tile (products equal to the bound may enter), the kept K-th after it
+            low = self.vals[:, -1]  # the K-th product so far
+        if self.kernel is not None:  # one compiled loop, same result as the operations below
+            # it admits products above max(K-th kept, floor): floor just below `low` (products
+            # equal to the first tile's bound may enter; later, the K-th kept decides)
             floor = torch.nextafter(low, torch.full_like(low, -torch.inf))
-            kernel(*(t.detach().cpu().numpy() for t in (tile, maxima)), width, start, sub,
-                   *(t.cpu().numpy() for t in (self.vals, self.idx, floor)))  # no copies
-            self.tau = self.vals[:, -1].clone()
+            self.kernel(*(t.detach().cpu().numpy() for t in (tile, maxima)), width, start, sub,
+                        *(t.cpu().numpy() for t in (self.vals, self.idx, floor)))  # no copies
             return
         r, s = torch.nonzero(maxima >= low[:, None], as_tuple=True)
         if r.numel() == 0:
@@ -600,7 +598,7 @@ class _Products:
         cand_i[local, slot] = torch.where(col < width, col + start,
                                           torch.full_like(col, _SENTINEL))
         v, i = _select(cand_v, lambda rr, pos: cand_i[rr[:, None], pos], K)
-        self.vals[urows], self.idx[urows], self.tau[urows] = v, i, v[:, -1]
+        self.vals[urows], self.idx[urows] = v, i
 
 
 def _resolve(run: _Products, Q: torch.Tensor, base: _Base, k: int, values: bool
